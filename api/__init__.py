@@ -1,0 +1,1 @@
+"""The Countersign service: verifies and stores uploads, controls and audits access."""

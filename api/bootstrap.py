@@ -1,0 +1,80 @@
+"""First start of a service: data directory, keys, schema, notices, first admin."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from api.audit import record_event
+from api.db import make_engine, make_sessionmaker, transaction
+from api.keys import KEYS_DIR, KeyCustodian
+from api.models import Base, EvidenceKey, NoticeRow, User
+from api.settings import Settings
+from api.tokens import new_token, token_hash
+from consent.catalogue import builtin_notices
+
+
+class AlreadyInitialised(RuntimeError):
+    """The data directory already holds keys."""
+
+
+@dataclass(frozen=True)
+class InitResult:
+    admin_token: str
+    evidence_key_id: str
+    service_public_key: str
+
+
+def create_schema(settings: Settings) -> None:
+    engine = make_engine(settings.sqlalchemy_url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+
+
+def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:
+    passphrase = settings.passphrase()  # refuses placeholders before anything is written
+    if (settings.data_dir / KEYS_DIR).exists():
+        raise AlreadyInitialised(f"{settings.data_dir} is already initialised")
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    custodian, kid = KeyCustodian.create(settings.data_dir, passphrase)
+    create_schema(settings)
+    engine = make_engine(settings.sqlalchemy_url)
+    token = new_token("csu")
+    with transaction(make_sessionmaker(engine)) as session:
+        session.add(EvidenceKey(key_id=kid, public_key=custodian.public_keys()[kid]))
+        sync_notices(session)
+        admin = User(id=str(uuid.uuid4()), name=admin_name, role="admin", token_hash=token_hash(token))
+        session.add(admin)
+        record_event(
+            session, actor="system", action="cli:server:init", target=f"user:{admin.id}", detail={"evidence_key": kid}
+        )
+    engine.dispose()
+    assert custodian.signing_key is not None
+    return InitResult(token, kid, bytes(custodian.signing_key.verify_key).hex())
+
+
+def sync_notices(session: Session) -> int:
+    """Load the shipped notice catalogue; existing (id, version, language) rows are never rewritten."""
+    added = 0
+    for notice in builtin_notices():
+        row = session.get(NoticeRow, (notice.id, notice.version, notice.language))
+        if row is None:
+            session.add(
+                NoticeRow(
+                    id=notice.id,
+                    version=notice.version,
+                    language=notice.language,
+                    title=notice.title,
+                    text=notice.text,
+                    sha256=notice.sha256,
+                )
+            )
+            added += 1
+        elif row.sha256 != notice.sha256:
+            raise ValueError(
+                f"notice {notice.id} v{notice.version} ({notice.language}) changed text without a new version"
+            )
+    session.flush()
+    return added

@@ -1,0 +1,97 @@
+"""Annotated dependencies: routes read like their signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.audit import record_committed
+from api.models import Device, User
+from api.services import Services
+from api.tokens import token_hash
+
+ROLES = ("device", "officer", "admin", "auditor")
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    with services.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # user | device
+    id: str
+    role: str
+    sites: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+    def may_see_site(self, site_id: str) -> bool:
+        return site_id in self.sites
+
+
+def deny(services: Services, request: Request, status: int, detail: str, actor: str = "anonymous") -> HTTPException:
+    """Log a refused attempt (committed), then hand back the error to raise."""
+    record_committed(
+        services.sessions,
+        actor=actor,
+        action="api:access:denied",
+        target=f"{request.method} {request.url.path}",
+        outcome="denied",
+        detail={"status": status, "reason": detail},
+    )
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+def authenticate(request: Request, services: ServicesDep, session: SessionDep) -> Principal:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise deny(services, request, 401, "a bearer token is required")
+    digest = token_hash(token)
+    user = session.scalar(select(User).where(User.token_hash == digest))
+    if user is not None and not user.disabled:
+        return Principal("user", user.id, user.role, frozenset(user.site_ids))
+    device = session.scalar(select(Device).where(Device.token_hash == digest))
+    if device is not None and not device.disabled:
+        return Principal("device", device.id, "device", frozenset({device.site_id}))
+    raise deny(services, request, 401, "unknown or revoked token")
+
+
+def require(*roles: str) -> Callable[..., Principal]:
+    """A dependency that lets only these roles through, logging everyone else."""
+
+    def dependency(
+        request: Request, services: ServicesDep, principal: Annotated[Principal, Depends(authenticate)]
+    ) -> Principal:
+        if principal.role not in roles:
+            raise deny(services, request, 403, f"role {principal.role} may not do this", principal.actor)
+        return principal
+
+    return dependency
+
+
+AnyPrincipal = Annotated[Principal, Depends(authenticate)]
+AdminDep = Annotated[Principal, Depends(require("admin"))]
+DeviceDep = Annotated[Principal, Depends(require("device"))]
+OfficerDep = Annotated[Principal, Depends(require("officer"))]
+AuditorDep = Annotated[Principal, Depends(require("auditor"))]

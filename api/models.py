@@ -1,0 +1,154 @@
+"""Metadata tables. Evidence bytes live in the blob store; sealed data keys live here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON, bytes: LargeBinary}
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserSite(Base):
+    __tablename__ = "user_sites"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # officer | admin | auditor
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    sites: Mapped[list[UserSite]] = relationship(lazy="selectin", cascade="all, delete-orphan")
+
+    @property
+    def site_ids(self) -> list[str]:
+        return sorted(s.site_id for s in self.sites)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enrol_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    enrol_expires_at: Mapped[datetime | None]
+    enrolled_at: Mapped[datetime | None]
+    public_key: Mapped[bytes | None]  # Ed25519 verify key, registered at enrolment
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class NoticeRow(Base):
+    __tablename__ = "notices"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class EvidenceKey(Base):
+    """Public halves of the evidence key pairs; private halves stay with the key custodian."""
+
+    __tablename__ = "evidence_keys"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    public_key: Mapped[bytes]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Recording(Base):
+    __tablename__ = "recordings"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | complete | interrupted | objected
+    header: Mapped[dict[str, Any]]  # the signed header, consent record included
+    header_signature: Mapped[bytes]
+    consent_outcome: Mapped[str] = mapped_column(String(16))
+    incident_category: Mapped[str | None] = mapped_column(String(64))
+    segment_count: Mapped[int] = mapped_column(Integer, default=0)
+    head_hash: Mapped[bytes]  # link hash of the last segment accepted (the header hash at first)
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    sealed_keys: Mapped[list[SealedKey]] = relationship(lazy="selectin", cascade="all, delete-orphan")
+
+
+class SealedKey(Base):
+    """A recording's data key sealed (crypto_box_seal) to one evidence public key."""
+
+    __tablename__ = "sealed_keys"
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sealed: Mapped[bytes]
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    final: Mapped[bool] = mapped_column(Boolean)
+    ciphertext_sha256: Mapped[bytes]
+    plaintext_sha256: Mapped[bytes]
+    prev_hash: Mapped[bytes]
+    signature: Mapped[bytes]
+    size: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AccessLog(Base):
+    """Append-only record of security-relevant events. Written only by api.audit.record_event."""
+
+    __tablename__ = "access_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(80))  # user:<id>, device:<id>, anonymous, system
+    action: Mapped[str] = mapped_column(String(64), index=True)  # source:subject:action
+    target: Mapped[str | None] = mapped_column(String(200), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # allowed | denied | failed
+    purpose: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,0 +1,72 @@
+"""Device enrolment: a one-time code buys a device token for a locally generated key."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy import select
+
+from api.audit import record_committed, record_event
+from api.deps import AnyPrincipal, ServicesDep, SessionDep
+from api.models import Device, EvidenceKey, NoticeRow, utcnow
+from api.schemas import EnrolRequest, EnrolResponse, EvidenceKeyPublic, NoticePublic
+from api.tokens import new_token, token_hash
+
+router = APIRouter(prefix="/v1", tags=["devices"])
+
+
+def active_notices(session: SessionDep) -> list[NoticePublic]:
+    rows = session.scalars(select(NoticeRow).where(NoticeRow.active).order_by(NoticeRow.id, NoticeRow.language))
+    return [
+        NoticePublic(id=n.id, version=n.version, language=n.language, title=n.title, text=n.text, sha256=n.sha256)
+        for n in rows
+    ]
+
+
+def evidence_keys(session: SessionDep) -> list[EvidenceKeyPublic]:
+    rows = session.scalars(select(EvidenceKey).where(EvidenceKey.active).order_by(EvidenceKey.created_at))
+    return [EvidenceKeyPublic(key_id=k.key_id, public_key=k.public_key.hex()) for k in rows]
+
+
+@router.post("/enrol", response_model=EnrolResponse)
+def enrol(body: EnrolRequest, request: Request, session: SessionDep, services: ServicesDep) -> EnrolResponse:
+    device = session.scalar(select(Device).where(Device.enrol_code_hash == token_hash(body.code.upper())))
+    now = utcnow()
+    if device is None or device.enrol_expires_at is None or device.enrol_expires_at < now:
+        # Unknown, used and expired codes look alike to the caller; the log tells them apart.
+        reason = "unknown or used code" if device is None else "expired code"
+        record_committed(
+            services.sessions,
+            actor="anonymous",
+            action="api:device:enrol",
+            target=f"device:{device.id}" if device else None,
+            outcome="denied",
+            detail={"reason": reason, "client": request.client.host if request.client else None},
+        )
+        raise HTTPException(403, "enrolment code is unknown, already used or expired")
+    token = new_token("csd")
+    device.public_key = bytes.fromhex(body.public_key)
+    device.token_hash = token_hash(token)
+    device.enrol_code_hash = None  # one use only
+    device.enrol_expires_at = None
+    device.enrolled_at = now
+    record_event(session, actor=f"device:{device.id}", action="api:device:enrol", target=f"device:{device.id}")
+    session.commit()
+    return EnrolResponse(
+        device_id=device.id,
+        site=device.site_id,
+        token=token,
+        evidence_keys=evidence_keys(session),
+        notices=active_notices(session),
+        service_public_key=bytes(services.keys.signing_key.verify_key).hex() if services.keys.signing_key else "",
+    )
+
+
+@router.get("/notices", response_model=list[NoticePublic])
+def notices(_principal: AnyPrincipal, session: SessionDep) -> list[NoticePublic]:
+    return active_notices(session)
+
+
+@router.get("/keys", response_model=list[EvidenceKeyPublic])
+def keys(_principal: AnyPrincipal, session: SessionDep) -> list[EvidenceKeyPublic]:
+    """Evidence public keys a device seals data keys to (rotation adds new ids; old ones stay readable)."""
+    return evidence_keys(session)

@@ -1,0 +1,154 @@
+"""Officer endpoints: search, inspect and retrieve evidence, within their sites.
+
+Every read is logged, with its purpose for audio, and the log entry is
+committed before any byte of audio is sent (fail closed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from sqlalchemy import select
+
+from api.audit import record_committed
+from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
+from api.ingest import expire_stale
+from api.models import Recording
+from api.retrieval import read_audio, segments_of
+from api.schemas import RecordingDetail, RecordingPublic, SegmentPublic
+from evidence import audio
+from evidence.errors import IntegrityError
+
+router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
+
+Purpose = Annotated[str, Query(min_length=10, max_length=500, description="Why you need this evidence (logged).")]
+
+
+def _public(r: Recording) -> RecordingPublic:
+    return RecordingPublic(
+        id=r.id,
+        device_id=r.device_id,
+        site=r.site_id,
+        started_at=r.started_at,
+        status=r.status,
+        consent_outcome=r.consent_outcome,
+        consent=r.header.get("consent", {}),
+        incident_category=r.incident_category,
+        segment_count=r.segment_count,
+        sample_rate=r.header.get("sample_rate"),
+        ended_at=r.ended_at,
+    )
+
+
+def _visible(
+    request: Request, services: ServicesDep, session: SessionDep, officer: Principal, recording_id: uuid.UUID
+) -> Recording:
+    recording = session.get(Recording, str(recording_id))
+    if recording is None:
+        raise HTTPException(404, "no such recording")
+    if not officer.may_see_site(recording.site_id):
+        raise deny(services, request, 403, "recording belongs to a site outside your scope", officer.actor)
+    return recording
+
+
+@router.get("", response_model=list[RecordingPublic])
+def list_evidence(
+    officer: OfficerDep,
+    session: SessionDep,
+    services: ServicesDep,
+    site: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    incident: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[RecordingPublic]:
+    if expire_stale(session, services.settings.interrupted_after_seconds):
+        session.commit()
+    sites = officer.sites if site is None else officer.sites & {site}
+    query = select(Recording).where(Recording.site_id.in_(sites))
+    if since is not None:
+        query = query.where(Recording.started_at >= since)
+    if until is not None:
+        query = query.where(Recording.started_at < until)
+    if incident is not None:
+        flagged = Recording.incident_category.is_not(None)
+        query = query.where(flagged if incident else ~flagged)
+    rows = list(session.scalars(query.order_by(Recording.started_at.desc()).limit(limit)))
+    record_committed(
+        services.sessions, actor=officer.actor, action="api:evidence:list", detail={"site": site, "results": len(rows)}
+    )
+    return [_public(r) for r in rows]
+
+
+@router.get("/{recording_id}", response_model=RecordingDetail)
+def show_evidence(
+    recording_id: uuid.UUID, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
+) -> RecordingDetail:
+    if expire_stale(session, services.settings.interrupted_after_seconds):
+        session.commit()
+    recording = _visible(request, services, session, officer, recording_id)
+    record_committed(
+        services.sessions, actor=officer.actor, action="api:evidence:show", target=f"recording:{recording.id}"
+    )
+    segments = [
+        SegmentPublic(
+            index=s.index,
+            final=s.final,
+            size=s.size,
+            ciphertext_sha256=s.ciphertext_sha256.hex(),
+            plaintext_sha256=s.plaintext_sha256.hex(),
+            received_at=s.received_at,
+        )
+        for s in segments_of(session, recording.id)
+    ]
+    return RecordingDetail(**_public(recording).model_dump(), segments=segments)
+
+
+@router.get("/{recording_id}/audio", responses={200: {"content": {"audio/flac": {}, "audio/wav": {}}}})
+def get_audio(
+    recording_id: uuid.UUID,
+    purpose: Purpose,
+    request: Request,
+    officer: OfficerDep,
+    session: SessionDep,
+    services: ServicesDep,
+    format: Literal["flac", "wav"] = "flac",
+) -> Response:
+    recording = _visible(request, services, session, officer, recording_id)
+    target = f"recording:{recording.id}"
+    # Audit first, in its own committed transaction: if this fails, nothing is read.
+    try:
+        seq = record_committed(
+            services.sessions,
+            actor=officer.actor,
+            action="api:evidence:read",
+            target=target,
+            purpose=purpose,
+            detail={"format": format},
+        )
+    except Exception as exc:  # any failure to log is a refusal to read
+        raise HTTPException(503, "the access log cannot be written, so evidence cannot be read") from exc
+    try:
+        data, frames = read_audio(session, services.store, services.keys, recording, format)
+    except IntegrityError as exc:
+        record_committed(
+            services.sessions,
+            actor=officer.actor,
+            action="api:evidence:integrity",
+            target=target,
+            outcome="failed",
+            detail={"error": str(exc), "read": seq},
+        )
+        raise
+    return Response(
+        content=data,
+        media_type=audio.media_type(format),
+        headers={
+            "Content-Disposition": f'attachment; filename="{recording.id}.{format}"',
+            "X-Countersign-Access-Log": str(seq),
+            "X-Countersign-Frames": str(frames),
+        },
+    )

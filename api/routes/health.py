@@ -1,0 +1,13 @@
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from api.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz(services: ServicesDep) -> dict[str, str]:
+    with services.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    return {"status": "ok"}

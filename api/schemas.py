@@ -1,0 +1,135 @@
+"""Request and response bodies. Public shapes never carry token hashes, sealed keys or paths."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Identifier = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class SiteCreate(BaseModel):
+    id: str = Identifier
+    name: str = Field(default="", max_length=200)
+
+
+class SitePublic(BaseModel):
+    id: str
+    name: str
+
+
+class UserCreate(BaseModel):
+    name: str = Identifier
+    role: Literal["officer", "admin", "auditor"]
+    sites: list[str] = Field(default_factory=list, max_length=100)
+
+
+class UserPublic(BaseModel):
+    id: str
+    name: str
+    role: str
+    sites: list[str]
+
+
+class UserCreated(UserPublic):
+    token: str = Field(description="Shown once; only its hash is stored.")
+
+
+class DeviceCreate(BaseModel):
+    name: str = Identifier
+    site: str = Identifier
+
+
+class DevicePublic(BaseModel):
+    id: str
+    name: str
+    site: str
+    enrolled: bool
+
+
+class DeviceCreated(DevicePublic):
+    enrolment_code: str = Field(description="One-time code; shown once.")
+    enrolment_expires_at: datetime
+
+
+class NoticePublic(BaseModel):
+    id: str
+    version: int
+    language: str
+    title: str
+    text: str
+    sha256: str
+
+
+class EvidenceKeyPublic(BaseModel):
+    key_id: str
+    public_key: str = Field(description="X25519 public key, hex")
+
+
+class EnrolRequest(BaseModel):
+    code: str = Field(min_length=4, max_length=64)
+    public_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="device Ed25519 verify key, hex")
+
+
+class EnrolResponse(BaseModel):
+    device_id: str
+    site: str
+    token: str
+    evidence_keys: list[EvidenceKeyPublic]
+    notices: list[NoticePublic]
+    service_public_key: str
+
+
+class SealedKeyIn(BaseModel):
+    key_id: str = Field(max_length=32)
+    sealed: str = Field(pattern=r"^[0-9a-f]+$", max_length=512)
+
+
+class RecordingCreate(BaseModel):
+    header: dict[str, Any]
+    header_signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+    sealed_keys: list[SealedKeyIn] = Field(default_factory=list, max_length=16)
+
+
+class SegmentPublic(BaseModel):
+    index: int
+    final: bool
+    size: int
+    ciphertext_sha256: str
+    plaintext_sha256: str
+    received_at: datetime
+
+
+class RecordingPublic(BaseModel):
+    id: str
+    device_id: str
+    site: str
+    started_at: datetime
+    status: str
+    consent_outcome: str
+    consent: dict[str, Any]
+    incident_category: str | None
+    segment_count: int
+    sample_rate: int | None
+    ended_at: datetime | None
+
+
+class RecordingDetail(RecordingPublic):
+    segments: list[SegmentPublic]
+
+
+class IncidentFlag(BaseModel):
+    category: str = Identifier
+
+
+class AccessLogPublic(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    outcome: str
+    purpose: str | None
+    detail: dict[str, Any]

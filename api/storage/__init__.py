@@ -1,0 +1,5 @@
+"""Blob stores for encrypted segments: an interface and its implementations."""
+
+from api.storage.interface import BlobStore, ObjectMissing
+
+__all__ = ["BlobStore", "ObjectMissing"]

@@ -1,0 +1,1 @@
+"""Consent notices (versioned, Japanese and English) and consent records."""

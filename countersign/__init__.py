@@ -1,0 +1,1 @@
+"""Countersign: consented, encrypted, signed and audited audio evidence."""

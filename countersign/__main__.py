@@ -1,0 +1,3 @@
+from countersign.cli import app
+
+app(prog_name="countersign")

@@ -1,0 +1,19 @@
+"""The `countersign` command: one entry point, one sub-command per package."""
+
+import typer
+
+from api import admin_cli, evidence_cli
+from api import cli as server_cli
+from recorder import cli as recorder_cli
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Countersign: audio evidence that is recorded openly, kept safe, and read only for a stated reason.",
+)
+app.add_typer(server_cli.app, name="server")
+app.add_typer(admin_cli.app, name="admin")
+app.add_typer(recorder_cli.app, name="recorder")
+app.add_typer(evidence_cli.app, name="evidence")
+
+if __name__ == "__main__":
+    app()

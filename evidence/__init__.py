@@ -1,0 +1,10 @@
+"""The evidence format: the contract between the recorder (writes) and the service (verifies).
+
+Everything that crosses from a device to the service, and everything the service
+keeps, is defined here and nowhere else: the encrypted segment envelope
+(`envelope`), the recording header that binds consent into the chain and the
+signed segment statements that form the chain (`chain`), and the errors both
+sides raise (`errors`).
+"""
+
+FORMAT_VERSION = 1

@@ -1,0 +1,1 @@
+"""The counter agent: consent, capture, segment, encode, encrypt, sign, spool, upload."""

@@ -1,0 +1,229 @@
+"""`countersign recorder ...`: the counter agent's commands."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consent.catalogue import pick
+from recorder import prompt
+from recorder.capture import DeviceSource, FileSource, Source
+from recorder.client import DeviceClient
+from recorder.enroll import enroll as do_enroll
+from recorder.errors import RecorderError, ServerRefused, ServerUnreachable
+from recorder.home import DeviceHome
+from recorder.recording import LiveRecording, record_objection
+from recorder.runner import Controls, run
+from recorder.spool import Spool, SpooledRecording
+from recorder.uploader import UploadThread, finish, send_pending
+
+app = typer.Typer(no_args_is_help=True, help="The counter agent: enrol a device, record with consent, upload.")
+
+Home = Annotated[Path, typer.Option("--home", envvar="COUNTERSIGN_HOME", help="Device home directory (keys, spool).")]
+SpoolMax = Annotated[int, typer.Option("--spool-max-mb", help="Spool limit; recording stops cleanly when reached.")]
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def fail(exc: Exception, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    return typer.Exit(getattr(exc, "exit_code", code))
+
+
+@app.command()
+def enroll(
+    server: Annotated[str, typer.Option(help="Service URL, e.g. http://127.0.0.1:8000")],
+    code: Annotated[str, typer.Option(help="One-time enrolment code from 'countersign admin device add'.")],
+    home: Home,
+) -> None:
+    """Generate this device's signing key and register it with the service."""
+    try:
+        config = do_enroll(server, code, home)
+    except (RecorderError, ValueError) as exc:
+        raise fail(exc) from exc
+    typer.echo(f"enrolled device {config['device_id']} at site {config['site']}; home {home}")
+
+
+def _make_source(input_file: Path | None, input_device: str | None, rate: int, channels: int, realtime: bool) -> Source:
+    if input_file is not None:
+        return FileSource(input_file, realtime=realtime)
+    device: str | int | None = int(input_device) if input_device and input_device.isdigit() else input_device
+    return DeviceSource(sample_rate=rate, channels=channels, device=device)
+
+
+def _watch_keys(controls: Controls, source: Source) -> None:
+    """Line commands while recording: Enter stops, 'i [category]' flags an incident."""
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "":
+            controls.request_stop("stopped by staff")
+            source.stop()
+            return
+        if command.split()[0].lower() in ("i", "incident"):
+            parts = command.split(maxsplit=1)
+            controls.incident = parts[1] if len(parts) > 1 else "harassment"
+            say(f"incident will be flagged: {controls.incident}")
+
+
+@app.command()
+def record(
+    home: Home,
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="Record from a WAV/FLAC file instead of a device.")
+    ] = None,
+    input_device: Annotated[str | None, typer.Option(help="sounddevice input device name or index.")] = None,
+    output_device: Annotated[str | None, typer.Option(help="Device that speaks the notice.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Stop after this many seconds of audio.")] = None,
+    consent: Annotated[
+        str | None, typer.Option(help="'given' or 'objected' when the notice was given on another channel (IVR).")
+    ] = None,
+    language: Annotated[str, typer.Option(help="Notice language: ja or en.")] = "ja",
+    staff: Annotated[
+        str, typer.Option(envvar="COUNTERSIGN_STAFF_CODE", help="Staff code of who gave the notice.")
+    ] = "counter",
+    incident: Annotated[str | None, typer.Option(help="Flag as an incident of this category from the start.")] = None,
+    segment_seconds: Annotated[float, typer.Option(min=0.5, max=60)] = 5.0,
+    sample_rate: Annotated[int, typer.Option(help="Device capture rate (files keep their own).")] = 16000,
+    channels: Annotated[int, typer.Option(min=1, max=2)] = 1,
+    realtime: Annotated[bool, typer.Option(help="Pace --input like a live line.")] = False,
+    upload_wait: Annotated[float, typer.Option(help="Seconds to wait for uploads after stopping.")] = 30.0,
+    spool_max_mb: SpoolMax = 1024,
+) -> None:
+    """Show the consent notice, then record, encrypt, sign, spool and upload."""
+    if consent not in (None, "given", "objected"):
+        raise fail(ValueError("--consent must be 'given' or 'objected'"), 2)
+    device_home = DeviceHome(home)
+    try:
+        config = device_home.config()
+        device_home.evidence_keys()  # fail closed before showing anything
+        notice = pick(device_home.notices(), language)
+        source = _make_source(input_file, input_device, sample_rate, channels, realtime)
+    except (RecorderError, LookupError, ValueError) as exc:
+        raise fail(exc) from exc
+
+    if consent is None:
+        record_ = prompt.present(
+            notice,
+            staff,
+            say,
+            lambda q: typer.prompt(q, default="", show_default=False),
+            prompt.notice_audio(home, notice),
+            output_device,
+        )
+    else:
+        record_ = prompt.scripted(notice, staff, consent)
+    spool = Spool(device_home.spool_dir, spool_max_mb * 1024 * 1024)
+    client = DeviceClient(config["server"], device_home.token())
+    try:
+        if record_.outcome == "objected":
+            spooled = record_objection(device_home, spool, record_)
+            say("customer objected: nothing is recorded; the objection is logged")
+            _upload_now(client, spool, spooled)
+            return
+        try:
+            live = LiveRecording(device_home, spool, record_, source.sample_rate, source.channels, segment_seconds)
+        except RecorderError as exc:
+            raise fail(exc) from exc
+        uploader = UploadThread(client, live.spooled, say)
+        uploader.start()
+        controls = Controls(incident=incident)
+
+        def on_signal(_signum: int, _frame: object) -> None:
+            controls.request_stop("interrupted by signal")
+            source.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+        if sys.stdin.isatty() or (duration is None and input_file is None):
+            threading.Thread(target=_watch_keys, args=(controls, source), daemon=True).start()
+        say(f"recording {live.id} — press Enter to stop, 'i <category>' + Enter to flag an incident")
+        try:
+            summary = run(source, live, uploader, controls, duration, say)
+        except Exception as exc:
+            raise fail(RecorderError(f"capture failed: {exc}")) from exc
+        all_sent = uploader.close(upload_wait)
+        say(f"stopped ({summary.stopped_by}): {summary.segments} segments, {summary.seconds:.1f} s")
+        if all_sent:
+            finish(client, spool, live.spooled)
+            typer.echo(f"{live.id} uploaded")
+        else:
+            typer.echo(
+                f"{live.id} spooled; {len(live.spooled.unsent())} segments wait: run 'countersign recorder sync'"
+            )
+        if summary.spool_full:
+            raise typer.Exit(5)
+        if uploader.error is not None:
+            raise typer.Exit(6)
+    finally:
+        client.close()
+
+
+def _upload_now(client: DeviceClient, spool: Spool, spooled: SpooledRecording) -> None:
+    try:
+        send_pending(client, spooled)
+        finish(client, spool, spooled)
+        typer.echo(f"{spooled.id} uploaded")
+    except ServerUnreachable as exc:
+        say(f"{exc}; kept in the spool: run 'countersign recorder sync'")
+
+
+@app.command()
+def sync(home: Home, spool_max_mb: SpoolMax = 1024) -> None:
+    """Upload whatever is still in the spool (after a crash or an outage)."""
+    device_home = DeviceHome(home)
+    try:
+        config = device_home.config()
+    except RecorderError as exc:
+        raise fail(exc) from exc
+    spool = Spool(device_home.spool_dir, spool_max_mb * 1024 * 1024)
+    client = DeviceClient(config["server"], device_home.token())
+    errors = 0
+    try:
+        for spooled in list(spool.recordings()):
+            lock = spooled.lock()
+            if lock is None:
+                typer.echo(f"{spooled.id}: being recorded by a running recorder; skipped")
+                continue
+            try:
+                sent = send_pending(client, spooled)
+                outcome = finish(client, spool, spooled)
+                typer.echo(f"{spooled.id}: {sent} segments sent; {outcome}")
+            except ServerUnreachable as exc:
+                raise fail(exc) from exc
+            except ServerRefused as exc:
+                errors += 1
+                typer.secho(f"{spooled.id}: refused, kept in the spool: {exc}", fg=typer.colors.RED, err=True)
+            finally:
+                lock.close()
+    finally:
+        client.close()
+    if errors:
+        raise typer.Exit(6)
+
+
+@app.command()
+def status(home: Home, spool_max_mb: SpoolMax = 1024) -> None:
+    """Show this device and what waits in its spool."""
+    device_home = DeviceHome(home)
+    try:
+        config = device_home.config()
+    except RecorderError as exc:
+        raise fail(exc) from exc
+    spool = Spool(device_home.spool_dir, spool_max_mb * 1024 * 1024)
+    typer.echo(f"device {config['device_id']} site {config['site']} server {config['server']}")
+    recordings = list(spool.recordings())
+    used = spool.used_bytes()
+    typer.echo(f"spool: {len(recordings)} recordings, {used / 1e6:.1f} MB of {spool.max_bytes / 1e6:.0f} MB")
+    for spooled in recordings:
+        state = spooled.meta().get("state")
+        typer.echo(
+            f"  {spooled.id}  {state:<9} segments {len(spooled.segments())}  unsent {len(spooled.unsent())}"
+            f"{'  final' if spooled.has_final() else ''}"
+        )

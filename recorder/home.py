@@ -1,0 +1,103 @@
+"""The device's home directory: identity, keys, token, notices. Every file is 0600.
+
+Layout::
+
+    device.json          server URL, device id, site
+    signing.key          Ed25519 seed (hex); generated here, never sent anywhere
+    token                device bearer token
+    evidence_keys.json   the service's evidence public keys (key id -> X25519, hex)
+    notices.json         the site's consent notices
+    spool/               encrypted segments waiting to upload (see recorder.spool)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.public
+import nacl.signing
+
+from consent.catalogue import Notice
+from recorder.errors import NoEvidenceKey, NotEnrolled
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write a file only its owner can read, atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class DeviceHome:
+    root: Path
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    def _read_json(self, name: str) -> Any:
+        path = self.root / name
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise NotEnrolled(f"{path} is missing") from exc
+        except ValueError as exc:
+            raise NotEnrolled(f"{path} is not valid JSON") from exc
+
+    def save(
+        self, config: dict[str, Any], seed: bytes, token: str, keys: dict[str, str], notices: list[dict[str, Any]]
+    ) -> None:
+        write_private(self.root / "signing.key", seed.hex())
+        write_private(self.root / "token", token)
+        self.save_keys(keys)
+        write_private(self.root / "notices.json", json.dumps(notices, ensure_ascii=False, indent=2))
+        write_private(self.root / "device.json", json.dumps(config, indent=2))  # last: marks enrolment complete
+
+    def save_keys(self, keys: dict[str, str]) -> None:
+        write_private(self.root / "evidence_keys.json", json.dumps(keys, indent=2))
+
+    def is_enrolled(self) -> bool:
+        return (self.root / "device.json").exists()
+
+    def config(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._read_json("device.json")
+        return data
+
+    def token(self) -> str:
+        try:
+            return (self.root / "token").read_text().strip()
+        except FileNotFoundError as exc:
+            raise NotEnrolled("device token missing") from exc
+
+    def signing_key(self) -> nacl.signing.SigningKey:
+        try:
+            return nacl.signing.SigningKey(bytes.fromhex((self.root / "signing.key").read_text().strip()))
+        except (FileNotFoundError, ValueError) as exc:
+            raise NotEnrolled("device signing key missing or damaged") from exc
+
+    def evidence_keys(self) -> dict[str, nacl.public.PublicKey]:
+        """The keys recordings are sealed to; fail closed if there is no valid one."""
+        path = self.root / "evidence_keys.json"
+        try:
+            raw = json.loads(path.read_text())
+            keys = {str(kid): nacl.public.PublicKey(bytes.fromhex(hexkey)) for kid, hexkey in raw.items()}
+        except FileNotFoundError as exc:
+            raise NoEvidenceKey(f"{path} is missing") from exc
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise NoEvidenceKey(f"{path} is damaged ({exc})") from exc
+        if not keys:
+            raise NoEvidenceKey(f"{path} lists no key")
+        return keys
+
+    def notices(self) -> list[Notice]:
+        return [Notice.from_dict(n) for n in self._read_json("notices.json")]

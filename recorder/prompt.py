@@ -1,0 +1,65 @@
+"""The consent notice at the counter: shown in the terminal, spoken when audio exists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from consent.catalogue import Notice
+from consent.records import ConsentRecord
+
+Ask = Callable[[str], str]
+Say = Callable[[str], None]
+
+
+def notice_audio(home_root: Path, notice: Notice) -> Path | None:
+    """A recorded (or synthesised) reading of exactly this notice version, if provisioned."""
+    path = home_root / "notice-audio" / f"{notice.id}.{notice.language}.v{notice.version}.wav"
+    return path if path.is_file() else None
+
+
+def speak(path: Path, device: str | int | None) -> None:
+    import sounddevice as sd
+    import soundfile as sf
+
+    data, rate = sf.read(str(path), dtype="int16")
+    sd.play(data, rate, device=device)
+    sd.wait()
+
+
+def present(
+    notice: Notice, staff_code: str, say: Say, ask: Ask, audio: Path | None, output_device: str | int | None
+) -> ConsentRecord:
+    """Show (and speak) the notice, then ask staff what the customer decided."""
+    presented = datetime.now(UTC)
+    say(f"\n=== {notice.title} ===\n{notice.text}\n")
+    method = "displayed"
+    if audio is not None:
+        speak(audio, output_device)
+        method = "displayed+spoken"
+    while True:
+        answer = ask("Notice given. [Enter] customer agrees, start recording / [o] customer objects: ").strip().lower()
+        if answer in ("", "y", "yes"):
+            outcome = "given"
+            break
+        if answer in ("o", "object", "objected", "n", "no"):
+            outcome = "objected"
+            break
+        say("Please press Enter or type o.")
+    return ConsentRecord.for_notice(
+        notice,
+        method=method,
+        presented_at=presented,
+        decided_at=datetime.now(UTC),
+        outcome=outcome,
+        staff_code=staff_code,
+    )
+
+
+def scripted(notice: Notice, staff_code: str, outcome: str, method: str = "ivr") -> ConsentRecord:
+    """Consent decided on another channel (an IVR announcement, a form): recorded as such."""
+    now = datetime.now(UTC)
+    return ConsentRecord.for_notice(
+        notice, method=method, presented_at=now, decided_at=now, outcome=outcome, staff_code=staff_code
+    )
