@@ -1,0 +1,189 @@
+"""Shared fixtures: a fresh service per test, a populated world, live servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nacl.signing
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.bootstrap import InitResult, init_data_dir
+from api.settings import Settings
+from tests.factories import SimDevice
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "server", env="development", database_url=None)
+
+
+@pytest.fixture
+def initialised(settings: Settings) -> InitResult:
+    return init_data_dir(settings)
+
+
+@pytest.fixture
+def app(settings: Settings, initialised: InitResult) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def enrol_sim_device(client: TestClient, admin_token: str, name: str, site: str) -> SimDevice:
+    created = client.post("/v1/devices", json={"name": name, "site": site}, headers=bearer(admin_token))
+    assert created.status_code == 201, created.text
+    key = nacl.signing.SigningKey.generate()
+    reply = client.post(
+        "/v1/enrol", json={"code": created.json()["enrolment_code"], "public_key": bytes(key.verify_key).hex()}
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    keys = {k["key_id"]: bytes.fromhex(k["public_key"]) for k in body["evidence_keys"]}
+    return SimDevice(body["device_id"], body["token"], key, keys)
+
+
+@dataclass
+class World:
+    """Two sites; an officer for each; an admin, an auditor; a device in each site."""
+
+    admin: str
+    officer: str  # site "north"
+    other_officer: str  # site "south"
+    auditor: str
+    device: SimDevice  # site "north"
+    other_device: SimDevice  # site "south"
+
+
+@pytest.fixture
+def world(client: TestClient, initialised: InitResult) -> World:
+    admin = initialised.admin_token
+    for site in ("north", "south"):
+        assert client.post("/v1/sites", json={"id": site}, headers=bearer(admin)).status_code == 201
+
+    def user(name: str, role: str, sites: list[str]) -> str:
+        reply = client.post("/v1/users", json={"name": name, "role": role, "sites": sites}, headers=bearer(admin))
+        assert reply.status_code == 201, reply.text
+        token: str = reply.json()["token"]
+        return token
+
+    return World(
+        admin=admin,
+        officer=user("olivia", "officer", ["north"]),
+        other_officer=user("oscar", "officer", ["south"]),
+        auditor=user("audrey", "auditor", []),
+        device=enrol_sim_device(client, admin, "counter-n1", "north"),
+        other_device=enrol_sim_device(client, admin, "counter-s1", "south"),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERSIGN_")}
+    env.update({"COUNTERSIGN_ENV": "development", "PYTHONUNBUFFERED": "1"}, **extra)
+    return env
+
+
+def countersign(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "countersign", *args],
+        env=env or cli_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO, input=input,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"countersign {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class LiveServer:
+    """`countersign server run` in a subprocess on a loopback port; can be stopped and started again."""
+
+    def __init__(self, data: Path, port: int) -> None:
+        self.data, self.port = data, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data.parent / f"server-{port}.log"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "countersign", "server", "run", "--data", str(self.data), "--port", str(self.port)],
+                env=cli_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+
+@dataclass
+class Deployment:
+    """A live server with a site, an officer and an enrolled recorder home."""
+
+    server: LiveServer
+    admin_token: str
+    officer_token: str
+    home: Path
+
+    def officer_env(self) -> dict[str, str]:
+        return cli_env(COUNTERSIGN_TOKEN=self.officer_token, COUNTERSIGN_SERVER=self.server.url)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    data = tmp_path / "server"
+    init = countersign("server", "init", "--data", str(data))
+    admin = next(line.split()[-1] for line in init.stdout.splitlines() if line.startswith("admin token"))
+    server = LiveServer(data, free_port())
+    server.start()
+    try:
+        env = cli_env(COUNTERSIGN_TOKEN=admin, COUNTERSIGN_SERVER=server.url)
+        countersign("admin", "site", "add", "tokyo", env=env)
+        user = countersign("admin", "user", "add", "olivia", "--role", "officer", "--site", "tokyo", env=env)
+        officer = user.stdout.strip().splitlines()[-1].split()[-1]
+        device = countersign("admin", "device", "add", "counter-1", "--site", "tokyo", env=env)
+        code = device.stdout.strip().splitlines()[-1].split()[-1]
+        home = tmp_path / "device"
+        countersign("recorder", "enroll", "--server", server.url, "--code", code, "--home", str(home))
+        yield Deployment(server, admin, officer, home)
+    finally:
+        server.stop()
