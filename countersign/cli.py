@@ -2,7 +2,7 @@
 
 import typer
 
-from api import admin_cli, evidence_cli
+from api import admin_cli, audit_cli, evidence_cli
 from api import cli as server_cli
 from recorder import cli as recorder_cli
 
@@ -14,6 +14,7 @@ app.add_typer(server_cli.app, name="server")
 app.add_typer(admin_cli.app, name="admin")
 app.add_typer(recorder_cli.app, name="recorder")
 app.add_typer(evidence_cli.app, name="evidence")
+app.add_typer(audit_cli.app, name="audit")
 
 if __name__ == "__main__":
     app()

@@ -39,7 +39,7 @@ def present(
         speak(audio, output_device)
         method = "displayed+spoken"
     while True:
-        answer = ask("Notice given. [Enter] customer agrees, start recording / [o] customer objects: ").strip().lower()
+        answer = ask("Notice given. [Enter] customer agrees, start recording / [o] customer objects").strip().lower()
         if answer in ("", "y", "yes"):
             outcome = "given"
             break

@@ -33,6 +33,7 @@ def send_pending(client: DeviceClient, recording: SpooledRecording) -> int:
         client.put_segment(recording.id, index, statement, envelope)
         recording.mark_sent(index)
         sent += 1
+    meta = recording.meta()  # re-read: staff may have flagged an incident meanwhile
     incident = meta.get("incident")
     if incident and not meta.get("incident_sent"):
         client.flag_incident(recording.id, incident)
@@ -42,6 +43,7 @@ def send_pending(client: DeviceClient, recording: SpooledRecording) -> int:
 
 def finish(client: DeviceClient, spool: Spool, recording: SpooledRecording) -> str:
     """Close a recording on the server and clear it from the spool once all of it has arrived."""
+    send_pending(client, recording)  # anything left, including a late incident flag
     meta = recording.meta()
     outcome = "objection record"
     if meta["header"]["consent"]["outcome"] == "given":
