@@ -22,7 +22,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from evidence.errors import KeyUnavailableError
+from evidence.errors import IntegrityError, KeyUnavailableError
 
 KEYS_DIR = "keys"
 SIGNING_KEY_FILE = "service-signing.key"
@@ -152,7 +152,8 @@ class KeyCustodian:
             try:
                 return bytes(nacl.public.SealedBox(private).decrypt(blob))
             except nacl.exceptions.CryptoError as exc:
-                raise KeyUnavailableError(f"sealed data key for evidence key {kid} does not open") from exc
+                # We hold the right key, so the sealed blob itself was altered: evidence, not configuration.
+                raise IntegrityError(f"sealed data key for evidence key {kid} does not open") from exc
         raise KeyUnavailableError("the service holds none of the keys this recording was sealed to")
 
 

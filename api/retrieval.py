@@ -22,7 +22,7 @@ from api.storage import BlobStore, ObjectMissing
 from evidence import audio
 from evidence.chain import SegmentStatement, SignedSegment, verify_chain
 from evidence.envelope import open_segment
-from evidence.errors import IntegrityError
+from evidence.errors import FormatError, IntegrityError
 
 
 def segments_of(session: Session, recording_id: str) -> list[Segment]:
@@ -42,9 +42,14 @@ def verify_recording_chain(session: Session, recording: Recording) -> list[Segme
         )
         for r in rows
     )
-    report = verify_chain(
-        nacl.signing.VerifyKey(device.public_key), recording.header, recording.header_signature, signed
-    )
+    try:
+        verify_key = nacl.signing.VerifyKey(device.public_key)
+    except ValueError as exc:  # nacl's ValueError: a stored key of the wrong length
+        raise IntegrityError("the recording's device key is malformed") from exc
+    try:
+        report = verify_chain(verify_key, recording.header, recording.header_signature, signed)
+    except FormatError as exc:  # rows were well-formed when accepted: malformed now means altered since
+        raise IntegrityError(exc.detail) from exc
     if report.segments != recording.segment_count:
         raise IntegrityError(f"{recording.segment_count} segments recorded, {report.segments} found")
     if recording.status == "complete" and not report.final:

@@ -25,7 +25,9 @@ from recorder.uploader import UploadThread, finish, send_pending
 app = typer.Typer(no_args_is_help=True, help="The counter agent: enrol a device, record with consent, upload.")
 
 Home = Annotated[Path, typer.Option("--home", envvar="COUNTERSIGN_HOME", help="Device home directory (keys, spool).")]
-SpoolMax = Annotated[int, typer.Option("--spool-max-mb", help="Spool limit; recording stops cleanly when reached.")]
+SpoolMax = Annotated[
+    float, typer.Option("--spool-max-mb", min=0.01, help="Spool limit in MB; recording stops cleanly when reached.")
+]
 
 
 def say(message: str) -> None:
@@ -94,7 +96,7 @@ def record(
     channels: Annotated[int, typer.Option(min=1, max=2)] = 1,
     realtime: Annotated[bool, typer.Option(help="Pace --input like a live line.")] = False,
     upload_wait: Annotated[float, typer.Option(help="Seconds to wait for uploads after stopping.")] = 30.0,
-    spool_max_mb: SpoolMax = 1024,
+    spool_max_mb: SpoolMax = 1024.0,
 ) -> None:
     """Show the consent notice, then record, encrypt, sign, spool and upload."""
     if consent not in (None, "given", "objected"):
@@ -119,7 +121,7 @@ def record(
         )
     else:
         record_ = prompt.scripted(notice, staff, consent)
-    spool = Spool(device_home.spool_dir, spool_max_mb * 1024 * 1024)
+    spool = Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
     client = DeviceClient(config["server"], device_home.token())
     try:
         if record_.outcome == "objected":
@@ -175,14 +177,14 @@ def _upload_now(client: DeviceClient, spool: Spool, spooled: SpooledRecording) -
 
 
 @app.command()
-def sync(home: Home, spool_max_mb: SpoolMax = 1024) -> None:
+def sync(home: Home, spool_max_mb: SpoolMax = 1024.0) -> None:
     """Upload whatever is still in the spool (after a crash or an outage)."""
     device_home = DeviceHome(home)
     try:
         config = device_home.config()
     except RecorderError as exc:
         raise fail(exc) from exc
-    spool = Spool(device_home.spool_dir, spool_max_mb * 1024 * 1024)
+    spool = Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
     client = DeviceClient(config["server"], device_home.token())
     errors = 0
     try:
@@ -209,14 +211,14 @@ def sync(home: Home, spool_max_mb: SpoolMax = 1024) -> None:
 
 
 @app.command()
-def status(home: Home, spool_max_mb: SpoolMax = 1024) -> None:
+def status(home: Home, spool_max_mb: SpoolMax = 1024.0) -> None:
     """Show this device and what waits in its spool."""
     device_home = DeviceHome(home)
     try:
         config = device_home.config()
     except RecorderError as exc:
         raise fail(exc) from exc
-    spool = Spool(device_home.spool_dir, spool_max_mb * 1024 * 1024)
+    spool = Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
     typer.echo(f"device {config['device_id']} site {config['site']} server {config['server']}")
     recordings = list(spool.recordings())
     used = spool.used_bytes()

@@ -110,15 +110,23 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def countersign(*args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
+def countersign(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a user would."""
     result = subprocess.run(
         [sys.executable, "-m", "countersign", *args],
-        env=env or cli_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO, input=input,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        input=input,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"countersign {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"countersign {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -134,8 +142,21 @@ class LiveServer:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "countersign", "server", "run", "--data", str(self.data), "--port", str(self.port)],
-                env=cli_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                [
+                    sys.executable,
+                    "-m",
+                    "countersign",
+                    "server",
+                    "run",
+                    "--data",
+                    str(self.data),
+                    "--port",
+                    str(self.port),
+                ],
+                env=cli_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -176,12 +197,12 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     server = LiveServer(data, free_port())
     server.start()
     try:
-        env = cli_env(COUNTERSIGN_TOKEN=admin, COUNTERSIGN_SERVER=server.url)
-        countersign("admin", "site", "add", "tokyo", env=env)
-        user = countersign("admin", "user", "add", "olivia", "--role", "officer", "--site", "tokyo", env=env)
-        officer = user.stdout.strip().splitlines()[-1].split()[-1]
-        device = countersign("admin", "device", "add", "counter-1", "--site", "tokyo", env=env)
-        code = device.stdout.strip().splitlines()[-1].split()[-1]
+        # Admin set-up over HTTP (the admin CLI has its own tests); enrolment through the real CLI.
+        api = httpx.Client(base_url=server.url, headers=bearer(admin))
+        assert api.post("/v1/sites", json={"id": "tokyo"}).status_code == 201
+        officer = api.post("/v1/users", json={"name": "olivia", "role": "officer", "sites": ["tokyo"]}).json()["token"]
+        code = api.post("/v1/devices", json={"name": "counter-1", "site": "tokyo"}).json()["enrolment_code"]
+        api.close()
         home = tmp_path / "device"
         countersign("recorder", "enroll", "--server", server.url, "--code", code, "--home", str(home))
         yield Deployment(server, admin, officer, home)
