@@ -45,6 +45,7 @@ test: lint typecheck pytest ## Set up and pass lint, types and tests (what CI ru
 bench: install ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.recorder_cpu
+	$(BIN)/python -m bench.retention_sweep
 
 clean: ## Remove the virtualenv and caches (never touches DATA)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

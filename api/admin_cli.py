@@ -15,6 +15,8 @@ device_app = typer.Typer(no_args_is_help=True, help="Counter devices and phone g
 app.add_typer(site_app, name="site")
 app.add_typer(user_app, name="user")
 app.add_typer(device_app, name="device")
+policy_app = typer.Typer(no_args_is_help=True, help="Retention policies (see `countersign retention`).")
+app.add_typer(policy_app, name="policy")
 
 Server = Annotated[str, typer.Option("--server", envvar="COUNTERSIGN_SERVER", help="Service URL.")]
 Token = Annotated[str | None, typer.Option("--token", envvar="COUNTERSIGN_TOKEN", help="Your API token.")]
@@ -81,3 +83,49 @@ def device_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
         typer.echo(
             f"{device['id']}\t{device['name']}\t{device['site']}\t{'enrolled' if device['enrolled'] else 'pending'}"
         )
+
+
+@policy_app.command("set")
+def policy_set(
+    category: Annotated[str, typer.Argument(help="routine, incident, objection or interrupted")],
+    site: Annotated[str | None, typer.Option(help="Only at this site (default: the rule for every site).")] = None,
+    retain_days: Annotated[int | None, typer.Option(help="Keep at least this many days from the start.")] = None,
+    delete_days: Annotated[int | None, typer.Option(help="Delete once this many days old.")] = None,
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Set a retention rule; affected recordings get their retain-until date recomputed."""
+    body = {"category": category, "site": site, "retain_days": retain_days, "delete_days": delete_days}
+    change = ApiClient(server, token).json("PUT", "/v1/policies", json=body)
+    typer.echo(f"{_policy_line(change['rule'])}\n{change['recomputed']} recording(s) got a new retain-until date")
+
+
+@policy_app.command("clear")
+def policy_clear(
+    category: Annotated[str, typer.Argument(help="routine, incident, objection or interrupted")],
+    site: Annotated[str | None, typer.Option(help="The site's rule (default: the stored default rule).")] = None,
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Remove a stored rule: the site falls back to the default, a stored default to the shipped one."""
+    params = {"category": category, **({"site": site} if site else {})}
+    change = ApiClient(server, token).json("DELETE", "/v1/policies", params=params)
+    now = _policy_line(change["rule"]) if change["rule"] else "no explicit rule: the default applies"
+    typer.echo(f"{now}\n{change['recomputed']} recording(s) got a new retain-until date")
+
+
+def _policy_line(p: dict[str, object]) -> str:
+    retain = f"retain {p['retain_days']} d" if p["retain_days"] is not None else "-"
+    delete = f"delete after {p['delete_days']} d" if p["delete_days"] is not None else "never deleted automatically"
+    return f"{p['site'] or '(default)':<20} {p['category']:<12} {retain:<14} {delete:<30} {p['source']}"
+
+
+@policy_app.command("show")
+def policy_show(
+    site: Annotated[str | None, typer.Option(help="Only the defaults and this site's rules.")] = None,
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Show the rules in force (precedence: hold > retain > longest retention > explicit > shortest deletion)."""
+    for p in ApiClient(server, token).json("GET", "/v1/policies", params={"site": site} if site else {}):
+        typer.echo(_policy_line(p))

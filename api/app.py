@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import admin, audit, enrol, evidence, health, ingest
+from api.routes import admin, audit, enrol, evidence, health, holds, ingest, lifecycle, policies
 from api.services import Services, build_services
 from api.settings import Settings
 from evidence.errors import EvidenceError, FormatError, IntegrityError, KeyUnavailableError
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and Infinity (which Python's JSON parser accepts) as strings: JSON cannot carry them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -21,6 +37,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     for module in (health, admin, enrol, ingest, evidence, audit):
         app.include_router(module.router)
+    for module in (holds, policies, lifecycle):  # retention: legal holds, policies, officer lifecycle actions
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # As FastAPI's default, but a body holding NaN or Infinity is echoed back safely
+        # instead of failing to render (which turned the 422 into a 500).
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(EvidenceError)
     async def _evidence_error(_request: Request, exc: EvidenceError) -> JSONResponse:

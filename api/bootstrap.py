@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from api.audit import record_event
-from api.db import make_engine, make_sessionmaker, transaction
+from api.audit import init_head, record_event
+from api.db import make_engine, transaction
+from api.guards import install_guards
 from api.keys import KEYS_DIR, KeyCustodian
 from api.models import Base, EvidenceKey, NoticeRow, User
+from api.services import audit_sessions
 from api.settings import Settings
 from api.tokens import new_token, token_hash
 from consent.catalogue import builtin_notices
@@ -30,6 +32,8 @@ class InitResult:
 def create_schema(settings: Settings) -> None:
     engine = make_engine(settings.sqlalchemy_url)
     Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        install_guards(connection)
     engine.dispose()
 
 
@@ -42,7 +46,9 @@ def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:
     create_schema(settings)
     engine = make_engine(settings.sqlalchemy_url)
     token = new_token("csu")
-    with transaction(make_sessionmaker(engine)) as session:
+    assert custodian.signing_key is not None
+    with transaction(audit_sessions(engine, custodian.signing_key, settings)) as session:
+        init_head(session)
         session.add(EvidenceKey(key_id=kid, public_key=custodian.public_keys()[kid]))
         sync_notices(session)
         admin = User(id=str(uuid.uuid4()), name=admin_name, role="admin", token_hash=token_hash(token))
@@ -51,7 +57,6 @@ def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:
             session, actor="system", action="cli:server:init", target=f"user:{admin.id}", detail={"evidence_key": kid}
         )
     engine.dispose()
-    assert custodian.signing_key is not None
     return InitResult(token, kid, bytes(custodian.signing_key.verify_key).hex())
 
 

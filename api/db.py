@@ -28,8 +28,9 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
+    """Sessions for one engine; `info` reaches code that only has a session (the audit signer)."""
+    return sessionmaker(engine, expire_on_commit=False, info=info or {})
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -16,6 +17,7 @@ from api.services import Services
 from api.tokens import token_hash
 
 ROLES = ("device", "officer", "admin", "auditor")
+_RECORDING_IN_PATH = re.compile(r"^/v1/(?:evidence|recordings|audit/custody)/([0-9a-fA-F-]{36})(?:/|$)")
 
 
 def get_services(request: Request) -> Services:
@@ -51,13 +53,16 @@ class Principal:
 
 def deny(services: Services, request: Request, status: int, detail: str, actor: str = "anonymous") -> HTTPException:
     """Log a refused attempt (committed), then hand back the error to raise."""
+    path = request.url.path
+    # Name the recording when the path carries one, so the denial shows in its chain of custody.
+    about = _RECORDING_IN_PATH.search(path)
     record_committed(
         services.sessions,
         actor=actor,
         action="api:access:denied",
-        target=f"{request.method} {request.url.path}",
+        target=f"recording:{about.group(1)}" if about else f"{request.method} {path}",
         outcome="denied",
-        detail={"status": status, "reason": detail},
+        detail={"status": status, "reason": detail, "request": f"{request.method} {path}"},
     )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return HTTPException(status_code=status, detail=detail, headers=headers)

@@ -61,3 +61,59 @@ def get(
     output.write_bytes(response.content)
     entry = response.headers.get("x-countersign-access-log")
     typer.echo(f"wrote {output} ({len(response.content)} bytes; access log entry {entry})")
+
+
+@app.command()
+def custody(recording_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Chain of custody: every logged event about one recording, oldest first."""
+    for e in ApiClient(server, token).json("GET", f"/v1/audit/custody/{recording_id}"):
+        purpose = f'  purpose="{e["purpose"]}"' if e["purpose"] else ""
+        typer.echo(f"{e['seq']:>6}  {e['at'][:19]}  {e['outcome']:<7} {e['action']:<26} {e['actor']}{purpose}")
+
+
+@app.command()
+def flag(
+    recording_id: str,
+    category: Annotated[str, typer.Option(help="Incident category, e.g. verbal-abuse.")],
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Flag a recording as an incident (it is then kept under the incident policy)."""
+    r = ApiClient(server, token).json("POST", f"/v1/evidence/{recording_id}/flag", json={"category": category})
+    typer.echo(f"{r['id']} flagged {r['incident_category']}; retain until {r['retain_until']} ({r['retain_reason']})")
+
+
+@app.command()
+def extend(
+    recording_id: str,
+    until: Annotated[str, typer.Option(help="ISO date-time with zone, e.g. 2030-04-01T00:00:00+09:00.")],
+    reason: Annotated[str, typer.Option(help="Why it must be kept longer (at least 10 characters; logged).")],
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Keep a recording at least until a date; later policy changes never shorten it."""
+    body = {"until": until, "reason": reason}
+    r = ApiClient(server, token).json("POST", f"/v1/evidence/{recording_id}/extend", json=body)
+    typer.echo(f"{r['id']} retained until {r['retain_until']} ({r['retain_reason']})")
+
+
+@app.command()
+def delete(
+    recording_id: str,
+    reason: Annotated[str, typer.Option(help="Why it must go before its time (at least 10 characters; logged).")],
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Delete a recording now (made by mistake, a data-subject request). Refused while any hold covers it."""
+    r = ApiClient(server, token).json("DELETE", f"/v1/evidence/{recording_id}", params={"reason": reason})
+    if r["state"] == "purged":
+        typer.echo(f"{r['recording_id']} deleted: keys destroyed, objects removed, tombstone signed")
+    else:
+        typer.echo(f"{r['recording_id']} keys destroyed (unreadable); the next retention run removes its objects")
+
+
+@app.command()
+def tombstone(recording_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """What remains of a deleted recording, with its signed deletion record."""
+    reply = ApiClient(server, token).json("GET", f"/v1/evidence/{recording_id}/tombstone")
+    typer.echo(json.dumps(reply, indent=2, ensure_ascii=False))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -19,11 +21,15 @@ def error_detail(response: httpx.Response) -> str:
     return str(detail)
 
 
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
 class ApiClient:
     def __init__(self, server: str, token: str | None) -> None:
         if not token:
-            typer.secho("error: set COUNTERSIGN_TOKEN (or pass --token)", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+            raise _fail("set COUNTERSIGN_TOKEN (or pass --token)", 2)
         self.http = httpx.Client(
             base_url=server.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
@@ -35,20 +41,26 @@ class ApiClient:
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            typer.secho(f"error: cannot reach {self.http.base_url}: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(7) from exc
+            raise _fail(f"cannot reach {self.http.base_url}: {exc}", 7) from exc
         if response.status_code >= 400:
-            detail = error_detail(response)
-            typer.secho(f"error: {response.status_code}: {detail}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1)
+            raise _fail(f"{response.status_code}: {error_detail(response)}", 1)
         return response
+
+    @contextmanager
+    def stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed response; errors are reported like call()'s."""
+        try:
+            with self.http.stream(method, url, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _fail(f"{response.status_code}: {error_detail(response)}", 1)
+                yield response
+        except httpx.TransportError as exc:
+            raise _fail(f"cannot reach {self.http.base_url}: {exc}", 7) from exc
 
     def json(self, method: str, url: str, **kwargs: Any) -> Any:
         response = self.call(method, url, **kwargs)
         try:
             return response.json()
         except ValueError as exc:
-            typer.secho(
-                f"error: {response.status_code}: the server did not answer with JSON", fg=typer.colors.RED, err=True
-            )
-            raise typer.Exit(1) from exc
+            raise _fail(f"{response.status_code}: the server did not answer with JSON", 1) from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import nacl.signing
 from fastapi import HTTPException
@@ -29,6 +29,7 @@ from evidence import FORMAT_VERSION
 from evidence.chain import SegmentStatement, SignedSegment, header_hash, verify_header, verify_segment
 from evidence.envelope import check_envelope
 from evidence.errors import EvidenceError
+from retention.store import refresh_retention
 
 SEALED_KEY_BYTES = 32 + 48  # data key + crypto_box_seal overhead (ephemeral pk + MAC)
 
@@ -46,10 +47,16 @@ def _parse_header(body: RecordingCreate, device: Device) -> tuple[uuid.UUID, dat
         started_at = datetime.fromisoformat(str(h["started_at"]))
         if started_at.tzinfo is None:
             raise ValueError("started_at needs a time zone")
+        try:  # the database stores UTC: a time that cannot be expressed in UTC is refused here, not there
+            started_at = started_at.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("started_at is out of range") from None
         if h.get("device_id") != device.id:
             raise ValueError("header names another device")
-        if h.get("consent", {}).get("outcome") == "given":
-            rate, channels = h["sample_rate"], h["channels"]
+        # Objection records need no audio parameters, but any they carry must be valid too:
+        # officers' listings read sample_rate back.
+        if h.get("consent", {}).get("outcome") == "given" or "sample_rate" in h or "channels" in h:
+            rate, channels = h.get("sample_rate"), h.get("channels")
             if not (
                 isinstance(rate, int) and 8000 <= rate <= 96000 and isinstance(channels, int) and 1 <= channels <= 2
             ):
@@ -118,6 +125,7 @@ def create_recording(session: Session, device: Device, body: RecordingCreate) ->
         ended_at=utcnow() if objected else None,
         sealed_keys=[SealedKey(key_id=s.key_id, sealed=bytes.fromhex(s.sealed)) for s in body.sealed_keys],
     )
+    refresh_retention(session, recording)  # retain-until is known from the start (retention/)
     session.add(recording)
     record_event(
         session,
@@ -141,8 +149,14 @@ class SegmentUpload:
 
 def own_recording(session: Session, device_id: str, recording_id: uuid.UUID) -> Recording:
     recording = session.get(Recording, str(recording_id))
+    if recording is not None and recording.device_id != device_id:
+        # Logged (a device reaching for another's evidence), yet answered like "absent": no probing.
+        record_event(
+            session, actor=f"device:{device_id}", action="api:access:denied", target=f"recording:{recording.id}",
+            outcome="denied", detail={"status": 404, "reason": "recording belongs to another device"},
+        )  # fmt: skip
+        session.commit()
     if recording is None or recording.device_id != device_id:
-        # The same answer for "absent" and "another device's": no probing.
         raise _reject(404, "no such recording for this device")
     return recording
 
@@ -161,6 +175,8 @@ def add_segment(session: Session, store: BlobStore, device: Device, recording_id
         if same:
             return False
         raise _reject(409, f"segment {up.index} was already received with different content")
+    if recording.purge_state is not None:
+        raise _reject(410, "this recording has been deleted; it accepts no more segments")
     if recording.status == "objected":
         raise _reject(409, "the customer objected: this recording accepts no audio")
     if recording.status != "open":
@@ -197,7 +213,7 @@ def add_segment(session: Session, store: BlobStore, device: Device, recording_id
     # Compare-and-set on the chain head, so two racing uploads of one index cannot both win.
     moved = session.execute(
         update(Recording)
-        .where(Recording.id == recording.id, Recording.segment_count == up.index)
+        .where(Recording.id == recording.id, Recording.segment_count == up.index, Recording.purge_state.is_(None))
         .values(
             segment_count=up.index + 1,
             head_hash=statement.link_hash(),
@@ -227,6 +243,7 @@ def mark_interrupted(session: Session, recording: Recording, actor: str, reason:
         return
     recording.status = "interrupted"
     recording.ended_at = utcnow()
+    refresh_retention(session, recording)  # now under the "interrupted" policy
     record_event(
         session,
         actor=actor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -114,6 +114,12 @@ class Recording(Base):
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
+    # Retention (see retention/): recomputed on create, flag, extension and policy change,
+    # so the purge sweep is an indexed range query (ix_recordings_due below).
+    retain_until: Mapped[datetime | None]  # None: no deletion rule applies
+    retain_reason: Mapped[str | None] = mapped_column(String(300))
+    retain_extended_until: Mapped[datetime | None]  # an officer's explicit extension; policies never shorten it
+    purge_state: Mapped[str | None] = mapped_column(String(16))  # None | shredding | purged
     sealed_keys: Mapped[list[SealedKey]] = relationship(lazy="selectin", cascade="all, delete-orphan")
 
 
@@ -141,10 +147,14 @@ class Segment(Base):
 
 
 class AccessLog(Base):
-    """Append-only record of security-relevant events. Written only by api.audit.record_event."""
+    """Append-only, hash-chained record of security-relevant events. Written only by api.audit.record_event.
+
+    seq is assigned under the audit head's lock, so it has no gaps; chain_hash
+    links each entry to all before it (see api.audit_chain).
+    """
 
     __tablename__ = "access_log"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(80))  # user:<id>, device:<id>, anonymous, system
     action: Mapped[str] = mapped_column(String(64), index=True)  # source:subject:action
@@ -152,3 +162,104 @@ class AccessLog(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # allowed | denied | failed
     purpose: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    entry_hash: Mapped[bytes]
+    chain_hash: Mapped[bytes]
+    seal: Mapped[bytes]  # keyed BLAKE2b of chain_hash: proves the service itself wrote the entry
+
+
+class AuditHead(Base):
+    """One row: the last sequence number and chain hash. Locking it serialises appends."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    chain_hash: Mapped[bytes]
+    checkpoint_seq: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement by the service: the log had this head at this time."""
+
+    __tablename__ = "audit_checkpoints"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    chain_hash: Mapped[bytes]
+    at: Mapped[datetime]
+    signature: Mapped[bytes]
+
+
+# --------------------------------------------------------------------------- retention, holds, purge (retention/)
+
+
+class RetentionPolicy(Base):
+    """An administrator's retention rule for one category, at one site or by default (scope "*").
+
+    Categories without a stored default use the shipped one (retention.policy.SHIPPED_DEFAULTS).
+    """
+
+    __tablename__ = "retention_policies"
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)  # "*" or a site id (no NULL: unique keys)
+    category: Mapped[str] = mapped_column(String(16), primary_key=True)
+    retain_days: Mapped[int | None] = mapped_column(Integer)
+    delete_days: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(80))
+
+
+class Hold(Base):
+    """A legal hold: explicit recordings and/or a scope; active until released (never expires)."""
+
+    __tablename__ = "holds"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_ref: Mapped[str] = mapped_column(String(100), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    scoped: Mapped[bool] = mapped_column(Boolean, default=False)  # False: only the explicit recordings
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"))
+    started_from: Mapped[datetime | None]
+    started_to: Mapped[datetime | None]
+    incident_category: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(80))
+    released_at: Mapped[datetime | None] = mapped_column(index=True)
+    released_by: Mapped[str | None] = mapped_column(String(80))
+    release_reason: Mapped[str | None] = mapped_column(Text)
+    recordings: Mapped[list[HoldRecording]] = relationship(lazy="selectin", cascade="all, delete-orphan")
+
+
+class HoldRecording(Base):
+    __tablename__ = "hold_recordings"
+    hold_id: Mapped[str] = mapped_column(ForeignKey("holds.id"), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), primary_key=True, index=True)
+
+
+class Tombstone(Base):
+    """What remains of a purged recording: ids, times, hashes, why, and a signed deletion record.
+
+    Written when the keys are shredded (purged_at NULL), completed when the objects are gone.
+    """
+
+    __tablename__ = "tombstones"
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(64), index=True)
+    device_id: Mapped[str] = mapped_column(String(36))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    categories: Mapped[list[str]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    rule: Mapped[str | None] = mapped_column(String(120))  # None when an officer deleted it early
+    actor: Mapped[str] = mapped_column(String(80))
+    sealed_key_ids: Mapped[list[str]] = mapped_column(JSON)
+    shredded_at: Mapped[datetime]
+    purged_at: Mapped[datetime | None]
+    segment_count: Mapped[int | None] = mapped_column(Integer)
+    bytes_total: Mapped[int | None] = mapped_column(Integer)
+    head_hash: Mapped[bytes | None]
+    ciphertext_digest: Mapped[bytes | None]  # sha256 over the segments' ciphertext sha256s, in order
+    record: Mapped[dict[str, Any] | None]  # the deletion record, as signed
+    signature: Mapped[bytes | None]  # Ed25519 by the service signing key
+
+
+# The purge sweep: "purge_state IS NULL AND retain_until <= now" and "purge_state = 'shredding'"
+# are both range scans on this index, so finding nothing costs the same at 10k or 10M rows.
+Index("ix_recordings_purge_due", Recording.purge_state, Recording.retain_until)

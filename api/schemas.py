@@ -114,6 +114,9 @@ class RecordingPublic(BaseModel):
     segment_count: int
     sample_rate: int | None
     ended_at: datetime | None
+    retain_until: datetime | None = Field(default=None, description="When retention lets it go (unless held).")
+    retain_reason: str | None = Field(default=None, description="Which rule or extension sets that date.")
+    held_by: list[str] = Field(default_factory=list, description="Case references of the holds keeping it.")
 
 
 class RecordingDetail(RecordingPublic):
@@ -133,3 +136,10 @@ class AccessLogPublic(BaseModel):
     outcome: str
     purpose: str | None
     detail: dict[str, Any]
+
+
+class CheckpointPublic(BaseModel):
+    seq: int
+    chain_hash: str
+    at: str = Field(description="The exact time string that was signed.")
+    signature: str

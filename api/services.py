@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import nacl.signing
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.audit import SIGNER_KEY, CheckpointPolicy
 from api.db import make_engine, make_sessionmaker
 from api.keys import KeyCustodian
 from api.settings import Settings
@@ -24,10 +26,26 @@ class Services:
 
 
 def make_store(settings: Settings) -> BlobStore:
+    if settings.store == "s3":
+        from api.storage.s3 import S3Store  # boto3 is loaded only where S3 is configured
+
+        return S3Store(
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+        )
     return FilesystemStore(settings.data_dir / "objects")
 
 
 def build_services(settings: Settings) -> Services:
     keys = KeyCustodian.load(settings.data_dir, settings.passphrase())
     engine = make_engine(settings.sqlalchemy_url)
-    return Services(settings, engine, make_sessionmaker(engine), make_store(settings), keys)
+    assert keys.signing_key is not None  # KeyCustodian.load refuses to return without one
+    return Services(settings, engine, audit_sessions(engine, keys.signing_key, settings), make_store(settings), keys)
+
+
+def audit_sessions(engine: Engine, key: nacl.signing.SigningKey, settings: Settings) -> sessionmaker[Session]:
+    """Sessions whose audit appends are checkpointed with the service key."""
+    policy = CheckpointPolicy(key, settings.audit_checkpoint_entries, settings.audit_checkpoint_seconds)
+    return make_sessionmaker(engine, {SIGNER_KEY: policy})

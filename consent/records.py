@@ -67,6 +67,11 @@ class ConsentRecord:
             raise ConsentError(f"method must be one of {METHODS}")
         if not isinstance(self.notice_version, int) or isinstance(self.notice_version, bool):
             raise ConsentError("notice_version must be an integer")
+        if not 0 <= self.notice_version < 2**31:
+            raise ConsentError("notice_version is out of range")
+        for name in ("notice_id", "notice_sha256", "language"):
+            if not isinstance(getattr(self, name), str):
+                raise ConsentError(f"{name} must be a string")
         if not self.staff_code or not isinstance(self.staff_code, str) or len(self.staff_code) > 64:
             raise ConsentError("staff_code must be 1-64 characters")
         try:

@@ -123,6 +123,7 @@ class LiveRecording:
                 "signature": signature.hex(),
             },
         )
+        self.spool.account(len(envelope) + ENVELOPE_OVERHEAD)  # envelope + its statement file
         self._prev = statement.link_hash()
         self.index += 1
         if final:

@@ -60,8 +60,11 @@ python3 -c "import soundfile as s; i=s.info('$work/evidence.wav'); print(f'retri
 step "10. An administrator tries to listen: refused, and the refusal is logged"
 COUNTERSIGN_TOKEN=$admin countersign evidence get "$rid" --purpose "just curious about this" -o "$work/nope.wav" || true
 
-step "11. Auditor reads the access log"
+step "11. Auditor reads the access log, exports it, and verifies it offline with the service's public key"
 COUNTERSIGN_TOKEN=$auditor countersign audit log
+COUNTERSIGN_TOKEN=$auditor countersign audit export -o "$work/audit.jsonl"
+countersign audit verify "$work/audit.jsonl" --public-key "$(awk '/service public key/ {print $NF}' "$work/init.txt")"
+countersign evidence custody "$rid"
 
 step "12. No plaintext audio on the device or in the service's data directory"
 if grep -rlaE 'RIFF|fLaC|OggS' "$work/device" "$work/data"; then echo "PLAINTEXT FOUND"; exit 1; fi

@@ -354,12 +354,13 @@ def test_chain_rejects_malformed_signature(garbage: bytes) -> None:
 def test_chain_rejects_altered_segment_statement_fields() -> None:
     chain = make_chain(3)
     seg = chain.segments[1]
-    for field, value in [
-        ("ciphertext_sha256", hashlib.sha256(b"other").digest()),
-        ("plaintext_sha256", hashlib.sha256(b"other").digest()),
-        ("final", True),
+    other = hashlib.sha256(b"other").digest()
+    for statement in [
+        dataclasses.replace(seg.statement, ciphertext_sha256=other),
+        dataclasses.replace(seg.statement, plaintext_sha256=other),
+        dataclasses.replace(seg.statement, final=True),
     ]:
-        altered = SignedSegment(dataclasses.replace(seg.statement, **{field: value}), seg.signature)
+        altered = SignedSegment(statement, seg.signature)
         with pytest.raises(IntegrityError):
             chain.verify([chain.segments[0], altered, chain.segments[2]])
 

@@ -16,12 +16,16 @@ def test_sim_device_upload_and_read(client: TestClient, world: World) -> None:
     assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
     for seg in rec.segments:
         r = client.put(
-            f"/v1/recordings/{rec.id}/segments/{seg.index}", content=seg.envelope, headers=world.device.segment_headers(seg)
+            f"/v1/recordings/{rec.id}/segments/{seg.index}",
+            content=seg.envelope,
+            headers=world.device.segment_headers(seg),
         )
         assert r.status_code == 201, r.text
     shown = client.get(f"/v1/evidence/{rec.id}", headers=bearer(world.officer)).json()
     assert shown["status"] == "complete" and shown["segment_count"] == 3
-    audio = client.get(f"/v1/evidence/{rec.id}/audio", params={"purpose": "fixture self-test"}, headers=bearer(world.officer))
+    audio = client.get(
+        f"/v1/evidence/{rec.id}/audio", params={"purpose": "fixture self-test"}, headers=bearer(world.officer)
+    )
     assert audio.status_code == 200 and audio.content[:4] == b"fLaC"
 
 

@@ -7,13 +7,14 @@ committed before any byte of audio is sent (fail closed).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import select
 
-from api.audit import record_committed
+from api.audit import record_committed, record_event
 from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
 from api.ingest import expire_stale
 from api.models import Recording
@@ -21,13 +22,15 @@ from api.retrieval import read_audio, segments_of
 from api.schemas import RecordingDetail, RecordingPublic, SegmentPublic
 from evidence import audio
 from evidence.errors import IntegrityError
+from retention.decide import HoldFacts, covering_holds
+from retention.store import active_holds, facts_of
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 
 Purpose = Annotated[str, Query(min_length=10, max_length=500, description="Why you need this evidence (logged).")]
 
 
-def _public(r: Recording) -> RecordingPublic:
+def _public(r: Recording, holds: Sequence[HoldFacts] = ()) -> RecordingPublic:
     return RecordingPublic(
         id=r.id,
         device_id=r.device_id,
@@ -40,6 +43,9 @@ def _public(r: Recording) -> RecordingPublic:
         segment_count=r.segment_count,
         sample_rate=r.header.get("sample_rate"),
         ended_at=r.ended_at,
+        retain_until=r.retain_until,
+        retain_reason=r.retain_reason,
+        held_by=sorted({h.case_ref for h in covering_holds(facts_of(r), holds)}),
     )
 
 
@@ -51,6 +57,8 @@ def _visible(
         raise HTTPException(404, "no such recording")
     if not officer.may_see_site(recording.site_id):
         raise deny(services, request, 403, "recording belongs to a site outside your scope", officer.actor)
+    if recording.purge_state is not None:
+        raise HTTPException(410, f"recording {recording.id} was deleted ({recording.purge_state}); see its tombstone")
     return recording
 
 
@@ -65,10 +73,12 @@ def list_evidence(
     incident: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[RecordingPublic]:
+    if (since is not None and since.tzinfo is None) or (until is not None and until.tzinfo is None):
+        raise HTTPException(422, "since and until need a time zone, e.g. 2024-05-01T00:00:00+09:00")
     if expire_stale(session, services.settings.interrupted_after_seconds):
         session.commit()
     sites = officer.sites if site is None else officer.sites & {site}
-    query = select(Recording).where(Recording.site_id.in_(sites))
+    query = select(Recording).where(Recording.site_id.in_(sites), Recording.purge_state.is_(None))
     if since is not None:
         query = query.where(Recording.started_at >= since)
     if until is not None:
@@ -80,7 +90,8 @@ def list_evidence(
     record_committed(
         services.sessions, actor=officer.actor, action="api:evidence:list", detail={"site": site, "results": len(rows)}
     )
-    return [_public(r) for r in rows]
+    holds = active_holds(session)
+    return [_public(r, holds) for r in rows]
 
 
 @router.get("/{recording_id}", response_model=RecordingDetail)
@@ -104,7 +115,7 @@ def show_evidence(
         )
         for s in segments_of(session, recording.id)
     ]
-    return RecordingDetail(**_public(recording).model_dump(), segments=segments)
+    return RecordingDetail(**_public(recording, active_holds(session)).model_dump(), segments=segments)
 
 
 @router.get("/{recording_id}/audio", responses={200: {"content": {"audio/flac": {}, "audio/wav": {}}}})
@@ -117,31 +128,38 @@ def get_audio(
     services: ServicesDep,
     format: Literal["flac", "wav"] = "flac",
 ) -> Response:
+    if len(purpose.strip()) < 10:  # ten spaces are not a reason
+        raise HTTPException(422, "purpose must say why you need this evidence (at least 10 characters)")
     recording = _visible(request, services, session, officer, recording_id)
     target = f"recording:{recording.id}"
-    # Audit first, in its own committed transaction: if this fails, nothing is read.
+    # Audit first, committed before anything is read: if this fails, nothing is read. The
+    # request's own session, not a second connection (two per request exhaust the pool).
     try:
-        seq = record_committed(
-            services.sessions,
+        seq = record_event(
+            session,
             actor=officer.actor,
             action="api:evidence:read",
             target=target,
             purpose=purpose,
             detail={"format": format},
-        )
+        ).seq
+        session.commit()
     except Exception as exc:  # any failure to log is a refusal to read
+        session.rollback()
         raise HTTPException(503, "the access log cannot be written, so evidence cannot be read") from exc
     try:
         data, frames = read_audio(session, services.store, services.keys, recording, format)
     except IntegrityError as exc:
-        record_committed(
-            services.sessions,
+        session.rollback()
+        record_event(
+            session,
             actor=officer.actor,
             action="api:evidence:integrity",
             target=target,
             outcome="failed",
             detail={"error": str(exc), "read": seq},
         )
+        session.commit()
         raise
     return Response(
         content=data,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
@@ -14,6 +15,7 @@ from api.deps import DeviceDep, ServicesDep, SessionDep
 from api.ingest import SegmentUpload, add_segment, create_recording, mark_interrupted, own_recording
 from api.models import Device
 from api.schemas import IncidentFlag, RecordingCreate
+from retention.store import refresh_retention
 
 router = APIRouter(prefix="/v1/recordings", tags=["ingest"])
 
@@ -64,6 +66,7 @@ async def upload_segment(
     request: Request,
     principal: DeviceDep,
     services: ServicesDep,
+    session: SessionDep,
     x_segment_final: Annotated[str, Header(pattern=r"^[01]$")],
     x_plaintext_sha256: HexHeader,
     x_prev_hash: HexHeader,
@@ -81,12 +84,13 @@ async def upload_segment(
         body=body,
     )
 
-    # The database and the fsync are blocking: keep them off the event loop.
+    # The database and the fsync are blocking: keep them off the event loop. Reuse the
+    # request's session (authentication already holds its connection): a second one per
+    # upload exhausted the pool at ~15 concurrent uploads (deadlock, then 500s).
     def store() -> bool:
-        with services.sessions() as session:
-            created = add_segment(session, services.store, _device(session, principal.id), recording_id, upload)
-            session.commit()
-            return created
+        created = add_segment(session, services.store, _device(session, principal.id), recording_id, upload)
+        session.commit()
+        return created
 
     created = await run_in_threadpool(store)
     return Response(status_code=201 if created else 200)
@@ -107,13 +111,20 @@ def flag_incident(
 ) -> dict[str, str]:
     """Staff flagged the interaction as an incident at the counter."""
     recording = own_recording(session, principal.id, recording_id)
+    if recording.purge_state is not None:
+        raise HTTPException(410, "this recording has been deleted")
     recording.incident_category = body.category
+    old, new = refresh_retention(session, recording)  # incidents are kept longer
     record_event(
         session,
         actor=principal.actor,
         action="api:recording:flag",
         target=f"recording:{recording.id}",
-        detail={"category": body.category},
+        detail={"category": body.category, "retain_until": [_iso(old), _iso(new)]},
     )
     session.commit()
     return {"id": recording.id, "incident_category": body.category}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,209 @@
+"""Legal holds: officers place and release them within their sites.
+
+A hold names a case and a reason, covers explicit recordings and/or a scope
+(site, device, time range, incident category) that also catches recordings
+made later, never expires, and is released only by an audited action with a
+reason. A held recording cannot be deleted by anyone (retention.purge).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy.orm import Session
+
+from api.audit import record_event
+from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
+from api.models import Device, Hold, HoldRecording, Recording, utcnow
+from api.retention_schemas import HoldCreate, HoldPublic, HoldRelease
+from api.services import Services
+
+router = APIRouter(prefix="/v1/holds", tags=["holds"])
+
+
+def _public(hold: Hold, covers: int | None = None) -> HoldPublic:
+    return HoldPublic(
+        id=hold.id,
+        case_ref=hold.case_ref,
+        reason=hold.reason,
+        site=hold.site_id,
+        scoped=hold.scoped,
+        device=hold.device_id,
+        started_from=hold.started_from,
+        started_to=hold.started_to,
+        incident_category=hold.incident_category,
+        recordings=sorted(r.recording_id for r in hold.recordings),
+        created_at=hold.created_at,
+        created_by=hold.created_by,
+        active=hold.released_at is None,
+        released_at=hold.released_at,
+        released_by=hold.released_by,
+        release_reason=hold.release_reason,
+        covers=covers,
+    )
+
+
+def covered_count(session: Session, hold: Hold) -> int:
+    """How many live recordings the hold covers now (SQL mirror of retention.decide.hold_covers)."""
+    explicit = Recording.id.in_(select(HoldRecording.recording_id).where(HoldRecording.hold_id == hold.id))
+    scope: ColumnElement[bool] = false()
+    if hold.scoped:
+        conditions = [Recording.site_id == hold.site_id]
+        if hold.device_id is not None:
+            conditions.append(Recording.device_id == hold.device_id)
+        if hold.started_from is not None:
+            conditions.append(Recording.started_at >= hold.started_from)
+        if hold.started_to is not None:
+            conditions.append(Recording.started_at < hold.started_to)
+        if hold.incident_category is not None:
+            conditions.append(Recording.incident_category == hold.incident_category)
+        scope = and_(*conditions)
+    query = select(func.count()).where(Recording.purge_state.is_(None), or_(explicit, scope))
+    return session.scalar(query) or 0
+
+
+def _site_for(
+    request: Request, services: Services, session: Session, officer: Principal, body: HoldCreate
+) -> tuple[str, list[str]]:
+    """The one site the hold belongs to, checked against the officer's scope; and its explicit recordings."""
+    sites: set[str] = set()
+    if body.site is not None:
+        sites.add(body.site)
+    if body.device is not None:
+        device = session.get(Device, body.device)
+        if device is None:
+            raise HTTPException(404, f"no device {body.device!r}")
+        sites.add(device.site_id)
+    ids = sorted({str(r) for r in body.recordings})
+    for rid in ids:
+        recording = session.get(Recording, rid)
+        if recording is None:
+            raise HTTPException(404, f"no such recording {rid}")
+        if not officer.may_see_site(recording.site_id):
+            raise deny(services, request, 403, "recording belongs to a site outside your scope", officer.actor)
+        if recording.purge_state is not None:
+            raise HTTPException(410, f"recording {rid} was already deleted; it cannot be held")
+        sites.add(recording.site_id)
+    if not sites and len(officer.sites) == 1:
+        sites = set(officer.sites)
+    if len(sites) != 1:
+        detail = "name the site (--site)" if not sites else f"a hold covers one site, these span {sorted(sites)}"
+        raise HTTPException(422, detail)
+    site = sites.pop()
+    if not officer.may_see_site(site):
+        raise deny(services, request, 403, "site outside your scope", officer.actor)
+    return site, ids
+
+
+@router.post("", status_code=201, response_model=HoldPublic)
+def create_hold(
+    body: HoldCreate, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
+) -> HoldPublic:
+    scoped = any(
+        v is not None for v in (body.site, body.device, body.started_from, body.started_to, body.incident_category)
+    )
+    if not scoped and not body.recordings:
+        raise HTTPException(422, "a hold needs recordings or a scope (site, device, time range, incident category)")
+    for name, value in (("started_from", body.started_from), ("started_to", body.started_to)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, f"{name} needs a time zone")
+    if body.started_from and body.started_to and body.started_from >= body.started_to:
+        raise HTTPException(422, "started_from must be before started_to")
+    site, ids = _site_for(request, services, session, officer, body)
+    hold = Hold(
+        id=str(uuid.uuid4()),
+        case_ref=body.case_ref,
+        reason=body.reason,
+        site_id=site,
+        scoped=scoped,
+        device_id=body.device,
+        started_from=body.started_from,
+        started_to=body.started_to,
+        incident_category=body.incident_category,
+        created_by=officer.actor,
+        recordings=[HoldRecording(recording_id=rid) for rid in ids],
+    )
+    session.add(hold)
+    session.flush()  # takes the write lock: no purge can shred these recordings until we commit...
+    purged = session.scalars(
+        select(Recording.id).where(Recording.id.in_(ids), Recording.purge_state.is_not(None))
+    ).all()
+    if purged:  # ...and one that got there first is reported, not silently "held"
+        session.rollback()
+        raise HTTPException(410, f"recording(s) already deleted: {', '.join(purged)}")
+    record_event(
+        session,
+        actor=officer.actor,
+        action="api:hold:create",
+        target=f"hold:{hold.id}",
+        purpose=body.reason,
+        detail={
+            "case": body.case_ref,
+            "site": site,
+            "scoped": scoped,
+            "device": body.device,
+            "from": body.started_from.isoformat() if body.started_from else None,
+            "to": body.started_to.isoformat() if body.started_to else None,
+            "incident_category": body.incident_category,
+            "recordings": ids,
+        },
+    )
+    session.commit()
+    return _public(hold, covered_count(session, hold))
+
+
+def _scoped_hold(request: Request, services: Services, session: Session, officer: Principal, hold_id: str) -> Hold:
+    hold = session.get(Hold, hold_id)
+    if hold is None:
+        raise HTTPException(404, "no such hold")
+    if not officer.may_see_site(hold.site_id):
+        raise deny(services, request, 403, "hold belongs to a site outside your scope", officer.actor)
+    return hold
+
+
+@router.get("", response_model=list[HoldPublic])
+def list_holds(
+    officer: OfficerDep,
+    session: SessionDep,
+    active: Annotated[bool | None, Query(description="Only active (true) or released (false) holds.")] = True,
+) -> list[HoldPublic]:
+    query = select(Hold).where(Hold.site_id.in_(officer.sites))
+    if active is not None:
+        query = query.where(Hold.released_at.is_(None) if active else Hold.released_at.is_not(None))
+    return [_public(h) for h in session.scalars(query.order_by(Hold.created_at))]
+
+
+@router.get("/{hold_id}", response_model=HoldPublic)
+def show_hold(
+    hold_id: uuid.UUID, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
+) -> HoldPublic:
+    hold = _scoped_hold(request, services, session, officer, str(hold_id))
+    return _public(hold, covered_count(session, hold) if hold.released_at is None else None)
+
+
+@router.post("/{hold_id}/release", response_model=HoldPublic)
+def release_hold(
+    hold_id: uuid.UUID,
+    body: HoldRelease,
+    request: Request,
+    officer: OfficerDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> HoldPublic:
+    hold = _scoped_hold(request, services, session, officer, str(hold_id))
+    if hold.released_at is not None:
+        raise HTTPException(409, f"hold {hold.id} was already released at {hold.released_at.isoformat()}")
+    hold.released_at, hold.released_by, hold.release_reason = utcnow(), officer.actor, body.reason
+    record_event(
+        session,
+        actor=officer.actor,
+        action="api:hold:release",
+        target=f"hold:{hold.id}",
+        purpose=body.reason,
+        detail={"case": hold.case_ref},
+    )
+    session.commit()
+    return _public(hold)

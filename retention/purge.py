@@ -1,0 +1,360 @@
+"""Purging recordings: the one path used by the retention job and by an officer's early deletion.
+
+Three steps, each idempotent and each leaving the recording in a state the next
+run can finish from (``Recording.purge_state``)::
+
+    NULL ──(1) shred: one transaction──► "shredding" ──(2) objects──► (3) finalise: one transaction ──► "purged"
+
+1. *Shred.* Claim the recordings (purge_state NULL → "shredding"), decide again
+   on fresh rows with the holds read under the write lock, delete the sealed
+   data keys, start the tombstone, write the audit entry. Once this commits
+   the audio is unreadable, even from a copy of the objects (crypto-shredding).
+2. *Objects.* Delete the segment objects from the store. A missing object is
+   fine (an earlier run got there); an error leaves the recording "shredding"
+   and the run reports it; nothing is ever deleted *because* of an error.
+3. *Finalise.* Claim again ("shredding" → "purged"), complete the tombstone with
+   the hashes and a deletion record signed by the service key, delete the
+   segment rows, write the audit entry.
+
+A run that finds a recording "shredding" resumes at step 2; the compare-and-set
+in steps 1 and 3 means two runs at once never shred or finalise one recording
+twice. ``crash_point`` lets tests kill the process between any two steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.audit import record_event
+from api.models import Recording, SealedKey, Segment, Tombstone
+from api.storage import BlobStore
+from api.storage.interface import segment_key
+from evidence.chain import canonical_json, header_hash
+from evidence.errors import IntegrityError
+from retention.decide import Keep, Purge, covering_holds, decide
+from retention.store import active_holds, facts_of, purge_state_is, rules_in_force
+
+SHREDDING, PURGED = "shredding", "purged"
+DELETION_RECORD_TYPE = "countersign/deletion-record"
+DELETION_RECORD_VERSION = 1
+_RECORD_DOMAIN = b"countersign/deletion-record/v1\x00"
+
+# --------------------------------------------------------------------------- crash injection (tests)
+
+CRASH_ENV = "COUNTERSIGN_TEST_CRASH_AFTER"  # "point" or "point:N": SIGKILL ourselves there
+PAUSE_ENV = "COUNTERSIGN_TEST_PAUSE_AFTER"  # "point:seconds": sleep there, to widen a race window
+crash_hook: Callable[[str], None] | None = None  # in-process tests raise from here instead
+_crash_counts: Counter[str] = Counter()
+
+
+def crash_point(name: str) -> None:
+    """Test hook between purge steps: die here as kill -9 would, or pause, when the environment asks."""
+    if crash_hook is not None:
+        crash_hook(name)
+    pause_point, _, seconds = os.environ.get(PAUSE_ENV, "").partition(":")
+    if pause_point == name:
+        time.sleep(float(seconds))
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point == name:
+        _crash_counts[name] += 1
+        if _crash_counts[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- step 1: shred
+
+
+@dataclass
+class ShredOutcome:
+    shredded: list[str] = field(default_factory=list)
+    held: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> case references
+    kept: dict[str, str] = field(default_factory=dict)  # id -> why policy keeps it
+    not_claimed: list[str] = field(default_factory=list)  # already being purged (or gone)
+
+
+def claim(session: Session, ids: Sequence[str], from_state: str | None, to_state: str) -> list[str]:
+    """Move recordings from one purge state to the next; return the ids this caller won.
+
+    The compare-and-set is what makes concurrent runs safe. On SQLite writers
+    are serialised and the loser's UPDATE matches nothing; on PostgreSQL the
+    SELECT ... FOR UPDATE SKIP LOCKED makes a second worker skip rows the first
+    holds instead of waiting for them (SQLAlchemy renders nothing for it on SQLite).
+    """
+    if not ids:
+        return []
+    state = purge_state_is(from_state)  # by primary key: never let the planner walk the purge index instead
+    free = list(
+        session.scalars(select(Recording.id).where(Recording.id.in_(ids), state).with_for_update(skip_locked=True))
+    )
+    if not free:
+        return []
+    won = session.scalars(
+        update(Recording).where(Recording.id.in_(free), state).values(purge_state=to_state).returning(Recording.id)
+    )
+    return sorted(won)
+
+
+def _lock_holds(session: Session) -> None:
+    """Holds must not change between the decision and the shredding.
+
+    SQLite: the claim's UPDATE already took the database write lock, so no hold
+    can be committed until we are done. PostgreSQL: block new holds (and
+    releases) for the length of this short transaction.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE holds, hold_recordings IN SHARE MODE"))
+
+
+def _secure_delete(session: Session) -> None:
+    # SQLite leaves deleted rows' bytes in free pages; overwrite them, so the
+    # sealed keys do not survive in the database file after shredding.
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA secure_delete = ON"))
+
+
+def shred(
+    session: Session, ids: Sequence[str], *, now: datetime, actor: str, early_reason: str | None = None
+) -> ShredOutcome:
+    """Step 1, in the caller's transaction (commit it to make the shredding durable).
+
+    With ``early_reason`` None this is the retention job: each recording is
+    purged only if ``decide`` says so. With a reason it is an officer deleting
+    before its time: policy is overridden, holds never are.
+    """
+    outcome = ShredOutcome()
+    _secure_delete(session)
+    won = claim(session, ids, None, SHREDDING)
+    outcome.not_claimed = sorted(set(ids) - set(won))
+    if not won:
+        return outcome
+    _lock_holds(session)
+    rules, holds = rules_in_force(session), active_holds(session)
+    rows = session.scalars(
+        select(Recording).where(Recording.id.in_(won)).execution_options(populate_existing=True)
+    ).all()
+    for recording in sorted(rows, key=lambda r: r.id):
+        facts = facts_of(recording)
+        if early_reason is None:
+            verdict = decide(facts, rules, holds, now)
+        else:  # an officer overrides policy, never a hold
+            refs = tuple(sorted({h.case_ref for h in covering_holds(facts, holds)}))
+            verdict = Keep(f"held: {', '.join(refs)}", holds=refs) if refs else Purge(early_reason, "")
+        if isinstance(verdict, Keep):
+            recording.purge_state = None  # un-claim: nobody else saw the claim, this transaction holds the lock
+            if verdict.holds:
+                outcome.held[recording.id] = verdict.holds
+            else:
+                outcome.kept[recording.id] = verdict.reason
+            continue
+        reason, rule = verdict.reason, verdict.rule or None
+        key_ids = sorted(k.key_id for k in recording.sealed_keys)
+        session.add(
+            Tombstone(
+                recording_id=recording.id,
+                site_id=recording.site_id,
+                device_id=recording.device_id,
+                started_at=recording.started_at,
+                ended_at=recording.ended_at,
+                categories=sorted(facts.categories),
+                reason=reason,
+                rule=rule,
+                actor=actor,
+                sealed_key_ids=key_ids,
+                shredded_at=now,
+            )
+        )
+        record_event(
+            session,
+            actor=actor,
+            action="retention:recording:shred",
+            target=f"recording:{recording.id}",
+            purpose=early_reason,
+            detail={"reason": reason, "rule": rule, "sealed_keys": key_ids},
+        )
+        outcome.shredded.append(recording.id)
+    # The shredding itself: one statement for the batch, in the transaction that holds the claims.
+    session.execute(delete(SealedKey).where(SealedKey.recording_id.in_(outcome.shredded)))
+    for recording in rows:
+        session.expire(recording, ["sealed_keys"])
+    session.flush()
+    return outcome
+
+
+# --------------------------------------------------------------------------- step 2: objects
+
+
+def object_keys(session: Session, ids: Sequence[str]) -> dict[str, list[str]]:
+    """Every key each recording's objects can have: its segments, plus the one an upload may have
+    stored just before its transaction failed (segments are accepted strictly in order)."""
+    keys: dict[str, set[str]] = {rid: set() for rid in ids}
+    for rid, count in session.execute(select(Recording.id, Recording.segment_count).where(Recording.id.in_(ids))):
+        keys[rid].update(segment_key(rid, i) for i in range(count + 1))
+    for rid, key in session.execute(
+        select(Segment.recording_id, Segment.object_key).where(Segment.recording_id.in_(ids))
+    ):
+        keys[rid].add(key)
+    return {rid: sorted(k) for rid, k in keys.items()}
+
+
+def delete_objects(store: BlobStore, keys: Sequence[str]) -> None:
+    """Step 2. Missing objects are fine; any other error propagates and the recording stays "shredding"."""
+    for key in keys:
+        store.delete(key)
+        crash_point("object")
+
+
+# --------------------------------------------------------------------------- step 3: finalise
+
+
+def _sign(key: nacl.signing.SigningKey, record: dict[str, Any]) -> bytes:
+    return key.sign(_RECORD_DOMAIN + canonical_json(record)).signature
+
+
+def verify_deletion_record(record: dict[str, Any], signature: bytes, public_key: bytes) -> None:
+    """Raise IntegrityError unless the service key signed exactly this deletion record."""
+    try:
+        nacl.signing.VerifyKey(public_key).verify(_RECORD_DOMAIN + canonical_json(record), signature)
+    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
+        raise IntegrityError("deletion record signature does not verify") from exc
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def finalise(session: Session, ids: Sequence[str], *, now: datetime, key: nacl.signing.SigningKey) -> list[str]:
+    """Step 3, in the caller's transaction: returns the recordings this caller completed."""
+    won = claim(session, ids, SHREDDING, PURGED)
+    if not won:
+        return won
+    fresh = {"populate_existing": True}
+    recordings = {
+        r.id: r for r in session.scalars(select(Recording).where(Recording.id.in_(won)), execution_options=fresh)
+    }
+    tombs = {t.recording_id: t for t in session.scalars(select(Tombstone).where(Tombstone.recording_id.in_(won)))}
+    segments: dict[str, list[Segment]] = {rid: [] for rid in won}
+    for seg in session.scalars(select(Segment).where(Segment.recording_id.in_(won)).order_by(Segment.index)):
+        segments[seg.recording_id].append(seg)
+    for rid in won:
+        recording, tomb = recordings.get(rid), tombs.get(rid)
+        if recording is None or tomb is None:  # shredding always writes both, in one transaction
+            raise RuntimeError(f"recording {rid} is being purged but has no tombstone")
+        _complete_tombstone(session, tomb, recording, segments[rid], now, key)
+    session.execute(delete(Segment).where(Segment.recording_id.in_(won)))
+    session.flush()
+    return won
+
+
+def _complete_tombstone(
+    session: Session,
+    tomb: Tombstone,
+    recording: Recording,
+    segments: list[Segment],
+    now: datetime,
+    key: nacl.signing.SigningKey,
+) -> None:
+    digest = hashlib.sha256(b"".join(s.ciphertext_sha256 for s in segments)).digest()
+    tomb.purged_at = now
+    tomb.segment_count = len(segments)
+    tomb.bytes_total = sum(s.size for s in segments)
+    tomb.head_hash = recording.head_hash
+    tomb.ciphertext_digest = digest
+    record = {
+        "type": DELETION_RECORD_TYPE,
+        "version": DELETION_RECORD_VERSION,
+        "recording_id": recording.id,
+        "site": tomb.site_id,
+        "device": tomb.device_id,
+        "started_at": _iso(tomb.started_at),
+        "ended_at": _iso(tomb.ended_at),
+        "categories": tomb.categories,
+        "reason": tomb.reason,
+        "rule": tomb.rule,
+        "actor": tomb.actor,
+        "sealed_key_ids": tomb.sealed_key_ids,
+        "shredded_at": _iso(tomb.shredded_at),
+        "purged_at": _iso(now),
+        "header_sha256": header_hash(recording.header).hex(),
+        "segment_count": len(segments),
+        "bytes": tomb.bytes_total,
+        "head_hash": recording.head_hash.hex(),
+        "ciphertext_sha256_digest": digest.hex(),
+    }
+    tomb.record, tomb.signature = record, _sign(key, record)
+    record_event(
+        session,
+        actor=tomb.actor,
+        action="retention:recording:purge",
+        target=f"recording:{recording.id}",
+        detail={
+            "rule": tomb.rule,
+            "segments": len(segments),
+            "record_sha256": hashlib.sha256(canonical_json(record)).hexdigest(),
+            "signature": tomb.signature.hex(),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- all three, for a few recordings
+
+
+@dataclass
+class PurgeResult:
+    shred: ShredOutcome
+    purged: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def complete(
+    sessions: sessionmaker[Session], store: BlobStore, key: nacl.signing.SigningKey, ids: Sequence[str], now: datetime
+) -> tuple[list[str], dict[str, str]]:
+    """Steps 2 and 3 for recordings already shredded. Returns (purged, errors by id)."""
+    errors: dict[str, str] = {}
+    ready = []
+    with sessions() as session:
+        keys = object_keys(session, ids)
+    for rid in ids:
+        try:
+            delete_objects(store, keys[rid])
+            ready.append(rid)
+        except Exception as exc:  # reported; the recording stays "shredding" for the next run
+            errors[rid] = f"deleting objects: {exc}"
+    crash_point("objects")
+    with sessions() as session, session.begin():
+        purged = finalise(session, ready, now=now, key=key)
+    crash_point("purge")
+    return purged, errors
+
+
+def purge(
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    key: nacl.signing.SigningKey,
+    ids: Sequence[str],
+    *,
+    now: datetime,
+    actor: str,
+    early_reason: str | None = None,
+) -> PurgeResult:
+    """Shred, delete objects, finalise: the whole path for a batch of recordings."""
+    with sessions() as session, session.begin():
+        outcome = shred(session, ids, now=now, actor=actor, early_reason=early_reason)
+    crash_point("shred")
+    purged, errors = complete(sessions, store, key, outcome.shredded, now)
+    return PurgeResult(outcome, purged, errors)

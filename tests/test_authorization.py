@@ -1,0 +1,930 @@
+"""Who may call what: a role x endpoint table, every cell tested.
+
+Allowed cells must succeed with a body of the documented shape; refused cells
+must answer 401 (no or unknown token) or 403 (wrong role, other site), must
+change nothing, and must leave an access-log entry with outcome "denied" that
+names the actor. A last test reads the routes off the app itself, so a new
+endpoint cannot ship without a row here.
+
+The service is built once per module (building it per cell would cost ~0.3 s
+x ~140 cells); every cell that changes state prepares its own fresh target.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fastapi.routing
+import httpx
+import nacl.signing
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
+from sqlalchemy import func, select
+
+from api.app import create_app
+from api.bootstrap import init_data_dir
+from api.models import AccessLog, Hold, Recording, RetentionPolicy, Segment, User
+from api.retention_schemas import (
+    DeletionPublic,
+    HoldPublic,
+    PolicyChange,
+    PolicyPublic,
+    RetentionChange,
+    TombstonePublic,
+)
+from api.schemas import (
+    AccessLogPublic,
+    CheckpointPublic,
+    DeviceCreated,
+    DevicePublic,
+    EnrolResponse,
+    EvidenceKeyPublic,
+    NoticePublic,
+    RecordingDetail,
+    RecordingPublic,
+    SitePublic,
+    UserCreated,
+    UserPublic,
+)
+from api.services import Services
+from api.settings import Settings
+from api.storage.interface import segment_key
+from api.tokens import token_hash
+from tests.conftest import World, bearer, enrol_sim_device
+from tests.factories import SimRecording
+
+ROLES = ("anonymous", "bad_token", "device", "officer", "other_officer", "admin", "auditor")
+AUTHENTICATED = frozenset(ROLES) - {"anonymous", "bad_token"}
+PUBLIC = frozenset(ROLES)
+PURPOSE = "authorization matrix test"
+
+
+# --------------------------------------------------------------------------- the service, once per module
+
+
+@dataclass(repr=False)
+class Env:
+    app: FastAPI
+    client: TestClient
+    world: World
+    evidence: SimRecording  # a complete north recording, 3 segments
+    actors: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"Env(data_dir={self.services.settings.data_dir})"
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    def auth(self, role: str) -> dict[str, str]:
+        tokens = {
+            "device": self.world.device.token,
+            "officer": self.world.officer,
+            "other_officer": self.world.other_officer,
+            "admin": self.world.admin,
+            "auditor": self.world.auditor,
+        }
+        if role == "anonymous":
+            return {}
+        if role == "bad_token":
+            return bearer("csu_this-token-was-never-issued")
+        return bearer(tokens[role])
+
+    def last_seq(self) -> int:
+        with self.services.sessions() as session:
+            return session.scalar(select(func.max(AccessLog.seq))) or 0
+
+    def log_since(self, seq: int) -> list[AccessLog]:
+        with self.services.sessions() as session:
+            return list(session.scalars(select(AccessLog).where(AccessLog.seq > seq).order_by(AccessLog.seq)))
+
+    def recording(self, recording_id: uuid.UUID) -> Recording | None:
+        with self.services.sessions() as session:
+            return session.get(Recording, str(recording_id))
+
+    def open_recording(self, segments: int = 1) -> SimRecording:
+        """A fresh recording of the north device, opened on the server, segments built but not uploaded."""
+        rec = self.world.device.new_recording()
+        self.world.device.add_segments(rec, segments)
+        reply = self.client.post("/v1/recordings", json=rec.create_body(), headers=self.world.device.auth)
+        assert reply.status_code == 201, reply.text
+        return rec
+
+    def upload(self, rec: SimRecording) -> None:
+        for seg in rec.segments:
+            reply = self.client.put(
+                f"/v1/recordings/{rec.id}/segments/{seg.index}",
+                content=seg.envelope,
+                headers=self.world.device.segment_headers(seg),
+            )
+            assert reply.status_code == 201, reply.text
+
+
+def build_world(client: TestClient, admin: str) -> World:
+    """The same world as tests/conftest.py's `world` fixture, built on a module-scoped client."""
+    for site in ("north", "south"):
+        assert client.post("/v1/sites", json={"id": site}, headers=bearer(admin)).status_code == 201
+
+    def user(name: str, role: str, sites: list[str]) -> str:
+        reply = client.post("/v1/users", json={"name": name, "role": role, "sites": sites}, headers=bearer(admin))
+        assert reply.status_code == 201, reply.text
+        token: str = reply.json()["token"]
+        return token
+
+    return World(
+        admin=admin,
+        officer=user("olivia", "officer", ["north"]),
+        other_officer=user("oscar", "officer", ["south"]),
+        auditor=user("audrey", "auditor", []),
+        device=enrol_sim_device(client, admin, "counter-n1", "north"),
+        other_device=enrol_sim_device(client, admin, "counter-s1", "south"),
+    )
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    data: Path = tmp_path_factory.mktemp("authz") / "server"
+    settings = Settings(data_dir=data, env="development", database_url=None)
+    init = init_data_dir(settings)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        world = build_world(client, init.admin_token)
+        services: Services = app.state.services
+        with services.sessions() as session:
+
+            def user_actor(token: str) -> str:
+                user = session.scalar(select(User).where(User.token_hash == token_hash(token)))
+                assert user is not None
+                return f"user:{user.id}"
+
+            actors = {
+                "anonymous": "anonymous",
+                "bad_token": "anonymous",
+                "device": f"device:{world.device.id}",
+                "officer": user_actor(world.officer),
+                "other_officer": user_actor(world.other_officer),
+                "admin": user_actor(world.admin),
+                "auditor": user_actor(world.auditor),
+            }
+        partial = Env(app, client, world, evidence=None, actors=actors)  # type: ignore[arg-type]
+        partial.evidence = partial.open_recording(3)
+        partial.upload(partial.evidence)
+        yield partial
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass
+class Call:
+    """One request to make as some role, and how to check what it did."""
+
+    url: str
+    json: Any = None
+    content: bytes | None = None
+    params: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    check_ok: Callable[[httpx.Response, str], None] = lambda _reply, _role: None
+    check_unchanged: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # the route template, exactly as in app.routes
+    allowed: frozenset[str]
+    prepare: Callable[[Env], Call]
+    ok_status: int = 200
+    site_scoped: bool = False  # officers of another site are refused (403), not just other roles
+
+    def expected(self, role: str) -> int:
+        if role in self.allowed:
+            return self.ok_status
+        return 401 if role in ("anonymous", "bad_token") else 403
+
+    def denial_reason(self, role: str) -> str:
+        if role == "anonymous":
+            return "bearer token is required"
+        if role == "bad_token":
+            return "unknown or revoked token"
+        if self.site_scoped and role in AUTHENTICATED and "officer" in role:
+            return "outside your scope"
+        return f"role {role.removeprefix('other_')} may not do this"
+
+
+def validate(shape: Any, reply: httpx.Response) -> Any:
+    return TypeAdapter(shape).validate_python(reply.json())
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def post_site(env: Env) -> Call:
+    site = _unique("site")
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert validate(SitePublic, reply) == SitePublic(id=site, name=site)
+
+    def unchanged() -> None:
+        assert site not in [s["id"] for s in env.client.get("/v1/sites", headers=env.auth("admin")).json()]
+
+    return Call("/v1/sites", json={"id": site}, check_ok=ok, check_unchanged=unchanged)
+
+
+def get_sites(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert {"north", "south"} <= {s.id for s in validate(list[SitePublic], reply)}
+
+    return Call("/v1/sites", check_ok=ok)
+
+
+def post_user(env: Env) -> Call:
+    name = _unique("user")
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        created = validate(UserCreated, reply)
+        assert (created.name, created.role, created.sites) == (name, "officer", ["north"])
+        assert created.token.startswith("csu_")
+
+    def unchanged() -> None:
+        assert name not in [u["name"] for u in env.client.get("/v1/users", headers=env.auth("admin")).json()]
+
+    body = {"name": name, "role": "officer", "sites": ["north"]}
+    return Call("/v1/users", json=body, check_ok=ok, check_unchanged=unchanged)
+
+
+def get_users(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        users = validate(list[UserPublic], reply)
+        assert {"admin", "olivia", "oscar", "audrey"} <= {u.name for u in users}
+        assert "token" not in reply.text  # neither tokens nor their hashes leave
+
+    return Call("/v1/users", check_ok=ok)
+
+
+def post_device(env: Env) -> Call:
+    name = _unique("counter")
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        created = validate(DeviceCreated, reply)
+        assert (created.name, created.site, created.enrolled) == (name, "north", False)
+        assert created.enrolment_code
+
+    def unchanged() -> None:
+        assert name not in [d["name"] for d in env.client.get("/v1/devices", headers=env.auth("admin")).json()]
+
+    return Call("/v1/devices", json={"name": name, "site": "north"}, check_ok=ok, check_unchanged=unchanged)
+
+
+def get_devices(env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        devices = {d.id: d for d in validate(list[DevicePublic], reply)}
+        assert devices[env.world.device.id].enrolled and devices[env.world.device.id].site == "north"
+
+    return Call("/v1/devices", check_ok=ok)
+
+
+def get_notices(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        notices = validate(list[NoticePublic], reply)
+        assert {n.language for n in notices} >= {"en", "ja"}
+
+    return Call("/v1/notices", check_ok=ok)
+
+
+def get_keys(env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        keys = validate(list[EvidenceKeyPublic], reply)
+        assert {k.key_id: bytes.fromhex(k.public_key) for k in keys} == env.world.device.evidence_keys
+
+    return Call("/v1/keys", check_ok=ok)
+
+
+def post_enrol(env: Env) -> Call:
+    """Enrolment is authenticated by its one-time code, not by a bearer token: every caller with a code may."""
+    created = env.client.post(
+        "/v1/devices", json={"name": _unique("enrol"), "site": "south"}, headers=env.auth("admin")
+    )
+    assert created.status_code == 201, created.text
+    device_id = created.json()["id"]
+    key = bytes(nacl.signing.SigningKey.generate().verify_key).hex()
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        enrolled = validate(EnrolResponse, reply)
+        assert (enrolled.device_id, enrolled.site) == (device_id, "south")
+        assert enrolled.token and enrolled.evidence_keys and enrolled.notices
+
+    return Call("/v1/enrol", json={"code": created.json()["enrolment_code"], "public_key": key}, check_ok=ok)
+
+
+def get_health(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json() == {"status": "ok"}
+
+    return Call("/healthz", check_ok=ok)
+
+
+def get_openapi(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        spec = reply.json()
+        assert spec["info"]["title"] == "Countersign" and "/v1/evidence/{recording_id}/audio" in spec["paths"]
+
+    return Call("/openapi.json", check_ok=ok)
+
+
+def html_page(url: str, marker: str) -> Callable[[Env], Call]:
+    def prepare(_env: Env) -> Call:
+        def ok(reply: httpx.Response, _role: str) -> None:
+            assert reply.headers["content-type"].startswith("text/html") and marker in reply.text.lower()
+
+        return Call(url, check_ok=ok)
+
+    return prepare
+
+
+def post_recording(env: Env) -> Call:
+    rec = env.world.device.new_recording()
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json() == {"id": str(rec.id), "status": "open"}
+        assert env.recording(rec.id) is not None
+
+    def unchanged() -> None:
+        assert env.recording(rec.id) is None
+
+    return Call("/v1/recordings", json=rec.create_body(), check_ok=ok, check_unchanged=unchanged)
+
+
+def put_segment(env: Env) -> Call:
+    rec = env.open_recording(2)
+    seg = rec.segments[0]
+
+    def stored() -> tuple[int, bool, bool]:
+        recording = env.recording(rec.id)
+        assert recording is not None
+        with env.services.sessions() as session:
+            row = session.get(Segment, (str(rec.id), 0))
+        return recording.segment_count, row is not None, env.services.store.exists(segment_key(str(rec.id), 0))
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.content == b""
+        assert stored() == (1, True, True)
+
+    def unchanged() -> None:
+        assert stored() == (0, False, False)
+
+    headers = {"Content-Type": "application/octet-stream", **seg.headers}
+    url = f"/v1/recordings/{rec.id}/segments/0"
+    return Call(url, content=seg.envelope, headers=headers, check_ok=ok, check_unchanged=unchanged)
+
+
+def post_interrupt(env: Env) -> Call:
+    rec = env.open_recording()
+
+    def status() -> str:
+        recording = env.recording(rec.id)
+        assert recording is not None
+        return recording.status
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json() == {"id": str(rec.id), "status": "interrupted"}
+        assert status() == "interrupted"
+
+    def unchanged() -> None:
+        assert status() == "open"
+
+    return Call(f"/v1/recordings/{rec.id}/interrupt", check_ok=ok, check_unchanged=unchanged)
+
+
+def post_incident(env: Env) -> Call:
+    rec = env.open_recording()
+
+    def category() -> str | None:
+        recording = env.recording(rec.id)
+        assert recording is not None
+        return recording.incident_category
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json() == {"id": str(rec.id), "incident_category": "verbal-abuse"}
+        assert category() == "verbal-abuse"
+
+    def unchanged() -> None:
+        assert category() is None
+
+    url = f"/v1/recordings/{rec.id}/incident"
+    return Call(url, json={"category": "verbal-abuse"}, check_ok=ok, check_unchanged=unchanged)
+
+
+def list_evidence(env: Env) -> Call:
+    def ok(reply: httpx.Response, role: str) -> None:
+        listed = validate(list[RecordingPublic], reply)
+        if role == "officer":
+            assert str(env.evidence.id) in {r.id for r in listed}
+        assert all(r.site == ("north" if role == "officer" else "south") for r in listed)
+
+    return Call("/v1/evidence", check_ok=ok)
+
+
+def show_evidence(env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        shown = validate(RecordingDetail, reply)
+        assert (shown.id, shown.status, shown.segment_count) == (str(env.evidence.id), "complete", 3)
+        assert [s.index for s in shown.segments] == [0, 1, 2]
+
+    return Call(f"/v1/evidence/{env.evidence.id}", check_ok=ok)
+
+
+def get_audio(env: Env) -> Call:
+    def ok(reply: httpx.Response, role: str) -> None:
+        assert reply.headers["content-type"].startswith("audio/flac") and reply.content[:4] == b"fLaC"
+        assert int(reply.headers["X-Countersign-Frames"]) == 3 * env.world.device.rate
+        [read] = [e for e in env.log_since(0) if e.seq == int(reply.headers["X-Countersign-Access-Log"])]
+        assert (read.actor, read.action, read.purpose) == (env.actors[role], "api:evidence:read", PURPOSE)
+
+    return Call(f"/v1/evidence/{env.evidence.id}/audio", params={"purpose": PURPOSE}, check_ok=ok)
+
+
+def get_audit(env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        entries = validate(list[AccessLogPublic], reply)
+        assert entries and [e.seq for e in entries] == sorted(e.seq for e in entries)
+        assert any(e.action == "api:recording:create" and e.actor == env.actors["device"] for e in entries)
+
+    return Call("/v1/audit", params={"limit": "10000"}, check_ok=ok)
+
+
+def audit_checkpoints(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        validate(list[CheckpointPublic], reply)
+
+    return Call("/v1/audit/checkpoints", check_ok=ok)
+
+
+def audit_public_key(env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["algorithm"] == "ed25519" and len(bytes.fromhex(reply.json()["public_key"])) == 32
+
+    return Call("/v1/audit/public-key", check_ok=ok)
+
+
+def audit_export(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in reply.text.splitlines()]
+        assert lines[0]["type"] == "header" and any(line["type"] == "entry" for line in lines)
+
+    return Call("/v1/audit/export", check_ok=ok)
+
+
+def audit_custody(env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        entries = validate(list[AccessLogPublic], reply)
+        assert entries and {e.target for e in entries} == {f"recording:{env.evidence.id}"}
+        assert "api:recording:create" in {e.action for e in entries}
+
+    return Call(f"/v1/audit/custody/{env.evidence.id}", check_ok=ok)
+
+
+# --- retention: legal holds (officers, own sites), policies (admins), lifecycle actions (officers, own sites)
+
+REASON = "authorization matrix: a reason long enough to log"
+_policy_days = itertools.count(1000)
+
+
+def _hold(env: Env, rec: SimRecording) -> str:
+    """A fresh north hold over one explicit recording (never a scope: that would hold every north recording)."""
+    body = {"case_ref": _unique("CASE"), "reason": REASON, "recordings": [str(rec.id)]}
+    created = env.client.post("/v1/holds", json=body, headers=env.auth("officer"))
+    assert created.status_code == 201, created.text
+    hold_id: str = created.json()["id"]
+    return hold_id
+
+
+def _hold_row(env: Env, hold_id: str) -> Hold | None:
+    with env.services.sessions() as session:
+        return session.get(Hold, hold_id)
+
+
+def post_hold(env: Env) -> Call:
+    rec = env.open_recording()
+    case = _unique("CASE")
+
+    def holds() -> list[Hold]:
+        with env.services.sessions() as session:
+            return list(session.scalars(select(Hold).where(Hold.case_ref == case)))
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        hold = validate(HoldPublic, reply)
+        assert (hold.case_ref, hold.site, hold.recordings, hold.active) == (case, "north", [str(rec.id)], True)
+        assert len(holds()) == 1
+
+    def unchanged() -> None:
+        assert holds() == []
+
+    body = {"case_ref": case, "reason": REASON, "recordings": [str(rec.id)]}
+    return Call("/v1/holds", json=body, check_ok=ok, check_unchanged=unchanged)
+
+
+def list_holds(env: Env) -> Call:
+    hold_id = _hold(env, env.open_recording())
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        listed = validate(list[HoldPublic], reply)
+        assert all(h.site == ("north" if role == "officer" else "south") for h in listed)
+        assert (hold_id in {h.id for h in listed}) == (role == "officer")
+
+    return Call("/v1/holds", check_ok=ok)
+
+
+def show_hold(env: Env) -> Call:
+    hold_id = _hold(env, env.open_recording())
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        hold = validate(HoldPublic, reply)
+        assert (hold.id, hold.active, hold.covers) == (hold_id, True, 1)
+
+    return Call(f"/v1/holds/{hold_id}", check_ok=ok)
+
+
+def release_hold(env: Env) -> Call:
+    hold_id = _hold(env, env.open_recording())
+
+    def released() -> bool:
+        hold = _hold_row(env, hold_id)
+        assert hold is not None
+        return hold.released_at is not None
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        hold = validate(HoldPublic, reply)
+        assert (hold.active, hold.released_by, hold.release_reason) == (False, env.actors[role], REASON)
+        assert released()
+
+    def unchanged() -> None:
+        assert not released()
+
+    url = f"/v1/holds/{hold_id}/release"
+    return Call(url, json={"reason": REASON}, check_ok=ok, check_unchanged=unchanged)
+
+
+def _stored_policy(env: Env, site: str, category: str) -> RetentionPolicy | None:
+    with env.services.sessions() as session:
+        return session.get(RetentionPolicy, (site, category))
+
+
+def get_policies(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        rules = validate(list[PolicyPublic], reply)
+        assert {"routine", "incident", "objection", "interrupted"} <= {r.category for r in rules if r.site is None}
+
+    return Call("/v1/policies", check_ok=ok)
+
+
+def put_policy(env: Env) -> Call:
+    days = next(_policy_days)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        change = validate(PolicyChange, reply)
+        assert change.rule is not None and (change.rule.site, change.rule.retain_days) == ("south", days)
+
+    def unchanged() -> None:
+        row = _stored_policy(env, "south", "interrupted")
+        assert row is None or row.retain_days != days
+
+    body = {"category": "interrupted", "site": "south", "retain_days": days}
+    return Call("/v1/policies", json=body, check_ok=ok, check_unchanged=unchanged)
+
+
+def delete_policy(env: Env) -> Call:
+    body = {"category": "objection", "site": "south", "retain_days": next(_policy_days)}
+    assert env.client.put("/v1/policies", json=body, headers=env.auth("admin")).status_code == 200
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        validate(PolicyChange, reply)
+        assert _stored_policy(env, "south", "objection") is None
+
+    def unchanged() -> None:
+        assert _stored_policy(env, "south", "objection") is not None
+
+    params = {"category": "objection", "site": "south"}
+    return Call("/v1/policies", params=params, check_ok=ok, check_unchanged=unchanged)
+
+
+def flag_evidence(env: Env) -> Call:
+    rec = env.open_recording()
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        change = validate(RetentionChange, reply)
+        assert (change.id, change.incident_category) == (str(rec.id), "complaint")
+
+    def unchanged() -> None:
+        row = env.recording(rec.id)
+        assert row is not None and row.incident_category is None
+
+    url = f"/v1/evidence/{rec.id}/flag"
+    return Call(url, json={"category": "complaint"}, check_ok=ok, check_unchanged=unchanged)
+
+
+def extend_evidence(env: Env) -> Call:
+    rec = env.open_recording()
+    until = (datetime.now(UTC) + timedelta(days=400)).replace(microsecond=0)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        change = validate(RetentionChange, reply)
+        assert change.retain_extended_until == until
+
+    def unchanged() -> None:
+        row = env.recording(rec.id)
+        assert row is not None and row.retain_extended_until is None
+
+    body = {"until": until.isoformat(), "reason": REASON}
+    return Call(f"/v1/evidence/{rec.id}/extend", json=body, check_ok=ok, check_unchanged=unchanged)
+
+
+def delete_evidence(env: Env) -> Call:
+    rec = env.open_recording(1)
+    env.upload(rec)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        deleted = validate(DeletionPublic, reply)
+        assert deleted.recording_id == str(rec.id) and deleted.state in ("purged", "shredding")
+        row = env.recording(rec.id)
+        assert row is not None and row.purge_state is not None
+
+    def unchanged() -> None:
+        row = env.recording(rec.id)
+        assert row is not None and row.purge_state is None
+        assert env.services.store.exists(segment_key(str(rec.id), 0))
+
+    return Call(f"/v1/evidence/{rec.id}", params={"reason": REASON}, check_ok=ok, check_unchanged=unchanged)
+
+
+def get_tombstone(env: Env) -> Call:
+    rec = env.open_recording(1)
+    env.upload(rec)
+    deleted = env.client.delete(f"/v1/evidence/{rec.id}", params={"reason": REASON}, headers=env.auth("officer"))
+    assert deleted.status_code == 200, deleted.text
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        tomb = validate(TombstonePublic, reply)
+        assert (tomb.recording_id, tomb.site) == (str(rec.id), "north")
+
+    return Call(f"/v1/evidence/{rec.id}/tombstone", check_ok=ok)
+
+
+OFFICERS = frozenset({"officer", "other_officer"})
+NORTH_OFFICER = frozenset({"officer"})
+ADMIN = frozenset({"admin"})
+
+ENDPOINTS = (
+    Endpoint("POST", "/v1/sites", frozenset({"admin"}), post_site, ok_status=201),
+    Endpoint("GET", "/v1/sites", frozenset({"admin"}), get_sites),
+    Endpoint("POST", "/v1/users", frozenset({"admin"}), post_user, ok_status=201),
+    Endpoint("GET", "/v1/users", frozenset({"admin"}), get_users),
+    Endpoint("POST", "/v1/devices", frozenset({"admin"}), post_device, ok_status=201),
+    Endpoint("GET", "/v1/devices", frozenset({"admin"}), get_devices),
+    Endpoint("GET", "/v1/notices", AUTHENTICATED, get_notices),
+    Endpoint("GET", "/v1/keys", AUTHENTICATED, get_keys),
+    Endpoint("POST", "/v1/enrol", PUBLIC, post_enrol),
+    Endpoint("POST", "/v1/recordings", frozenset({"device"}), post_recording, ok_status=201),
+    Endpoint("PUT", "/v1/recordings/{recording_id}/segments/{index}", frozenset({"device"}), put_segment, 201),
+    Endpoint("POST", "/v1/recordings/{recording_id}/interrupt", frozenset({"device"}), post_interrupt),
+    Endpoint("POST", "/v1/recordings/{recording_id}/incident", frozenset({"device"}), post_incident),
+    Endpoint("GET", "/v1/evidence", OFFICERS, list_evidence),
+    Endpoint("GET", "/v1/evidence/{recording_id}", frozenset({"officer"}), show_evidence, site_scoped=True),
+    Endpoint("GET", "/v1/evidence/{recording_id}/audio", frozenset({"officer"}), get_audio, site_scoped=True),
+    Endpoint("GET", "/v1/audit", frozenset({"auditor"}), get_audit),
+    Endpoint("POST", "/v1/holds", NORTH_OFFICER, post_hold, ok_status=201, site_scoped=True),
+    Endpoint("GET", "/v1/holds", OFFICERS, list_holds),
+    Endpoint("GET", "/v1/holds/{hold_id}", NORTH_OFFICER, show_hold, site_scoped=True),
+    Endpoint("POST", "/v1/holds/{hold_id}/release", NORTH_OFFICER, release_hold, site_scoped=True),
+    Endpoint("GET", "/v1/policies", ADMIN, get_policies),
+    Endpoint("PUT", "/v1/policies", ADMIN, put_policy),
+    Endpoint("DELETE", "/v1/policies", ADMIN, delete_policy),
+    Endpoint("POST", "/v1/evidence/{recording_id}/flag", NORTH_OFFICER, flag_evidence, site_scoped=True),
+    Endpoint("POST", "/v1/evidence/{recording_id}/extend", NORTH_OFFICER, extend_evidence, site_scoped=True),
+    Endpoint("DELETE", "/v1/evidence/{recording_id}", NORTH_OFFICER, delete_evidence, site_scoped=True),
+    Endpoint("GET", "/v1/evidence/{recording_id}/tombstone", NORTH_OFFICER, get_tombstone, site_scoped=True),
+    Endpoint("GET", "/v1/audit/export", frozenset({"auditor"}), audit_export),
+    Endpoint(
+        "GET", "/v1/audit/custody/{recording_id}", frozenset({"officer", "auditor"}), audit_custody, site_scoped=True
+    ),
+    # Unauthenticated by design: liveness, the API description, and what outsiders need to check the log.
+    Endpoint("GET", "/healthz", PUBLIC, get_health),
+    Endpoint("GET", "/v1/audit/checkpoints", PUBLIC, audit_checkpoints),
+    Endpoint("GET", "/v1/audit/public-key", PUBLIC, audit_public_key),
+    Endpoint("GET", "/openapi.json", PUBLIC, get_openapi),
+    Endpoint("GET", "/docs", PUBLIC, html_page("/docs", "swagger")),
+    Endpoint("GET", "/docs/oauth2-redirect", PUBLIC, html_page("/docs/oauth2-redirect", "oauth2")),
+    Endpoint("GET", "/redoc", PUBLIC, html_page("/redoc", "redoc")),
+)
+
+CELLS = [
+    pytest.param(ep, role, id=f"{ep.method} {ep.path} as {role} -> {ep.expected(role)}")
+    for ep in ENDPOINTS
+    for role in ROLES
+]
+
+
+@pytest.mark.parametrize(("endpoint", "role"), CELLS)
+def test_cell(env: Env, endpoint: Endpoint, role: str) -> None:
+    call = endpoint.prepare(env)
+    before = env.last_seq()
+    reply = env.client.request(
+        endpoint.method,
+        call.url,
+        json=call.json,
+        content=call.content,
+        params=call.params,
+        headers={**call.headers, **env.auth(role)},
+    )
+    expected = endpoint.expected(role)
+    assert reply.status_code == expected, reply.text
+    denied = [e for e in env.log_since(before) if e.outcome == "denied"]
+    if 200 <= expected < 300:
+        call.check_ok(reply, role)
+        assert denied == []
+        return
+
+    assert endpoint.denial_reason(role) in reply.json()["detail"]
+    if expected == 401:
+        assert reply.headers["WWW-Authenticate"] == "Bearer"
+    call.check_unchanged()
+    [entry] = denied
+    assert (entry.actor, entry.action) == (env.actors[role], "api:access:denied")
+    assert denied_request(entry) == f"{endpoint.method} {httpx.URL(call.url).path}"
+    assert entry.detail["status"] == expected and endpoint.denial_reason(role) in entry.detail["reason"]
+
+
+RECORDING_IN_PATH = re.compile(r"/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:/|$)")
+
+
+def denied_request(entry: AccessLog | AccessLogPublic) -> str:
+    """The "METHOD /path" a denial names: its target, or (when the target names the recording
+    in the path, for its chain of custody) detail["request"]."""
+    request = str(entry.detail.get("request", entry.target))
+    if entry.target != request:
+        about = RECORDING_IN_PATH.search(request)
+        assert about is not None and entry.target == f"recording:{about.group(1)}", (entry.target, request)
+    return request
+
+
+def served_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves, included routers flattened.
+
+    FastAPI >= 0.16x keeps included routers as lazy entries in app.routes;
+    fastapi.routing.iter_route_contexts flattens them (older versions are flat already).
+    """
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    served: set[tuple[str, str]] = set()
+    for route in flatten(app.routes) if flatten else app.routes:
+        methods = getattr(route, "methods", None)
+        path = getattr(route, "path", None) or repr(route)
+        if not methods:
+            served.add(("*", path))  # websocket, mount: not in the table, so it fails loudly
+        served.update((m, path) for m in methods or () if m not in ("HEAD", "OPTIONS"))
+    return served
+
+
+def test_every_route_is_in_the_table(env: Env) -> None:
+    """A new route (or a mounted sub-application) fails here until it has a row in ENDPOINTS."""
+    served = served_routes(env.app)
+    table = {(ep.method, ep.path) for ep in ENDPOINTS}
+    assert served - table == set(), "routes without a row in the authorization table"
+    assert table - served == set(), "rows in the authorization table for routes that no longer exist"
+    assert len(table) == len(ENDPOINTS), "an endpoint appears twice in the table"
+
+
+# --------------------------------------------------------------------------- named cases, on a fresh service
+
+
+def _upload(client: TestClient, world: World, rec: SimRecording) -> None:
+    for seg in rec.segments:
+        reply = client.put(
+            f"/v1/recordings/{rec.id}/segments/{seg.index}",
+            content=seg.envelope,
+            headers=world.device.segment_headers(seg),
+        )
+        assert reply.status_code == 201, reply.text
+
+
+def _denials(client: TestClient, world: World, after: int) -> list[AccessLogPublic]:
+    reply = client.get("/v1/audit", params={"after": after}, headers=bearer(world.auditor))
+    assert reply.status_code == 200, reply.text
+    return [e for e in validate(list[AccessLogPublic], reply) if e.outcome == "denied"]
+
+
+def _high_water(client: TestClient, world: World) -> int:
+    entries = client.get("/v1/audit", headers=bearer(world.auditor), params={"limit": "10000"}).json()
+    return max(int(e["seq"]) for e in entries)
+
+
+def _actor(app: FastAPI, token: str) -> str:
+    services: Services = app.state.services
+    with services.sessions() as session:
+        user = session.scalar(select(User).where(User.token_hash == token_hash(token)))
+        assert user is not None
+        return f"user:{user.id}"
+
+
+def test_admin_cannot_read_evidence(app: FastAPI, client: TestClient, world: World) -> None:
+    rec = world.device.new_recording()
+    world.device.add_segments(rec, 1)
+    assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
+    _upload(client, world, rec)
+    mark = _high_water(client, world)
+    urls = ["/v1/evidence", f"/v1/evidence/{rec.id}", f"/v1/evidence/{rec.id}/audio?purpose=just+curious+really"]
+    for url in urls:
+        reply = client.get(url, headers=bearer(world.admin))
+        assert reply.status_code == 403 and "role admin may not do this" in reply.json()["detail"]
+        assert b"fLaC" not in reply.content
+    denials = _denials(client, world, mark)
+    assert [(e.actor, denied_request(e)) for e in denials] == [
+        (_actor(app, world.admin), f"GET {httpx.URL(url).path}") for url in urls
+    ]
+
+
+def test_device_cannot_upload_to_another_devices_recording(client: TestClient, world: World, app: FastAPI) -> None:
+    rec = world.device.new_recording()
+    world.device.add_segments(rec, 2)
+    assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
+    # The south device builds a segment it signed itself for the north device's recording id.
+    intruder = world.other_device
+    seg = intruder.make_segment(
+        rec, 0, False, rec.segments[0].pcm, bytes.fromhex(rec.segments[0].headers["X-Prev-Hash"])
+    )
+    for attempt in (seg, rec.segments[0]):  # its own signature, and a replay of the real device's bytes
+        reply = client.put(
+            f"/v1/recordings/{rec.id}/segments/0", content=attempt.envelope, headers=intruder.segment_headers(attempt)
+        )
+        assert reply.status_code == 404 and "no such recording" in reply.json()["detail"]
+    for action in ("interrupt", "incident"):
+        reply = client.post(f"/v1/recordings/{rec.id}/{action}", json={"category": "x"}, headers=intruder.auth)
+        assert reply.status_code == 404
+    services: Services = app.state.services
+    with services.sessions() as session:
+        stored = session.get(Recording, str(rec.id))
+        assert stored is not None
+        assert (stored.segment_count, stored.status, stored.incident_category) == (0, "open", None)
+        assert session.scalars(select(Segment).where(Segment.recording_id == str(rec.id))).all() == []
+    assert list(services.store.list(f"recordings/{rec.id}")) == []
+    # Each attempt is in the log as a denial by the intruder, though it was answered like "absent".
+    with services.sessions() as session:
+        denied = session.scalars(
+            select(AccessLog).where(AccessLog.target == f"recording:{rec.id}", AccessLog.outcome == "denied")
+        ).all()
+    assert [e.actor for e in denied] == [f"device:{intruder.id}"] * 4
+    # The owner can still upload the real segments afterwards.
+    _upload(client, world, rec)
+
+
+def test_officer_of_another_site_cannot_read_a_north_recording(app: FastAPI, client: TestClient, world: World) -> None:
+    rec = world.device.new_recording()
+    world.device.add_segments(rec, 1)
+    assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
+    _upload(client, world, rec)
+    mark = _high_water(client, world)
+    south = bearer(world.other_officer)
+    for url in (f"/v1/evidence/{rec.id}", f"/v1/evidence/{rec.id}/audio"):
+        reply = client.get(url, params={"purpose": "reviewing a complaint"}, headers=south)
+        assert reply.status_code == 403 and "outside your scope" in reply.json()["detail"]
+    # Listing is not refused, it is scoped: the north recording is simply not there, even when asked for.
+    for params in ({}, {"site": "north"}):
+        listed = client.get("/v1/evidence", params=params, headers=south)
+        assert listed.status_code == 200 and str(rec.id) not in listed.text
+    denials = _denials(client, world, mark)
+    actor = _actor(app, world.other_officer)
+    assert [(e.actor, denied_request(e), e.detail["status"]) for e in denials] == [
+        (actor, f"GET /v1/evidence/{rec.id}", 403),
+        (actor, f"GET /v1/evidence/{rec.id}/audio", 403),
+    ]
+    # No read was logged as allowed for that officer: nothing left the service.
+    entries = client.get("/v1/audit", params={"after": mark}, headers=bearer(world.auditor)).json()
+    assert not [e for e in entries if e["action"] == "api:evidence:read"]
+
+
+def test_auditor_sees_denials_through_the_api(client: TestClient, world: World) -> None:
+    mark = _high_water(client, world)
+    assert client.get("/v1/users").status_code == 401
+    assert client.get("/v1/users", headers={"Authorization": "Basic YWRtaW46YWRtaW4="}).status_code == 401
+    assert client.get("/v1/users", headers=world.device.auth).status_code == 403
+    denials = _denials(client, world, mark)
+    assert [(e.actor, denied_request(e), e.detail["status"]) for e in denials] == [
+        ("anonymous", "GET /v1/users", 401),
+        ("anonymous", "GET /v1/users", 401),
+        (f"device:{world.device.id}", "GET /v1/users", 403),
+    ]
+    only = client.get("/v1/audit", params={"after": mark, "target": "GET /v1/users"}, headers=bearer(world.auditor))
+    assert len(only.json()) == 3

@@ -1,0 +1,113 @@
+"""The real audio path: speech played into a PulseAudio null sink, captured by the
+recorder through PortAudio (sounddevice device "pulse", the sink's monitor),
+encrypted, uploaded to a live server, retrieved by an officer, and compared."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import soundfile as sf
+
+from consent.catalogue import Notice, pick
+from tests.audio_harness import (
+    MONITOR_SOURCE,
+    SIMILARITY_THRESHOLD,
+    contains_speech,
+    envelope_similarity,
+    play_into_sink_and_wait,
+    read_wav,
+    speak_to_wav,
+    start_capture,
+    start_pulseaudio,
+)
+from tests.conftest import REPO, Deployment, cli_env
+
+pytestmark = pytest.mark.audio
+
+SENTENCE = (
+    "I have been waiting here for an hour. Call your supervisor right now. "
+    "This is completely unacceptable and I want my money back today."
+)
+SEGMENT_SECONDS = 1.0
+
+
+def test_speech_through_pulseaudio_round_trip(deployment: Deployment, tmp_path: Path) -> None:
+    reference_path = speak_to_wav(SENTENCE, tmp_path / "reference.wav")
+    reference, rate = read_wav(reference_path)
+    speech_seconds = len(reference) / rate
+    duration = speech_seconds + 4.0  # room for the stream to start and for the tail
+    with start_pulseaudio() as pulse:
+        env = {**cli_env(), **pulse.pulse_vars(source=MONITOR_SOURCE)}
+        recorder = subprocess.Popen(
+            [sys.executable, "-m", "countersign", "recorder", "record", "--home", str(deployment.home),
+             "--input-device", "pulse", "--consent", "given", "--language", "en",
+             "--segment-seconds", str(SEGMENT_SECONDS), "--duration", f"{duration:.1f}"],
+            env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert recorder.stderr is not None
+        # Wait until the recorder has its stream open: the first segment is spooled ~1 s later,
+        # and speech played before capture starts would simply be missing.
+        deadline = time.monotonic() + 30
+        spool = deployment.home / "spool"
+        while time.monotonic() < deadline and not list(spool.glob("*/000000.json")):
+            assert recorder.poll() is None, recorder.communicate()
+            time.sleep(0.05)
+        play_into_sink_and_wait(pulse, reference_path)
+        out, err = recorder.communicate(timeout=duration + 60)
+    assert recorder.returncode == 0, err
+    assert "uploaded" in out, out + err
+
+    headers = {"Authorization": f"Bearer {deployment.officer_token}"}
+    listed = httpx.get(f"{deployment.server.url}/v1/evidence", headers=headers).json()
+    assert len(listed) == 1 and listed[0]["status"] == "complete"
+    audio = httpx.get(
+        f"{deployment.server.url}/v1/evidence/{listed[0]['id']}/audio",
+        params={"purpose": "real audio end-to-end test", "format": "wav"},
+        headers=headers,
+        timeout=60,
+    )
+    assert audio.status_code == 200, audio.text
+    captured, captured_rate = sf.read(io.BytesIO(audio.content), dtype="int16")
+    assert captured_rate == 16000
+
+    # Duration: what was recorded, within one segment (the recorder stops at --duration).
+    assert abs(len(captured) / captured_rate - duration) <= SEGMENT_SECONDS
+    # Content: the played speech is in the evidence (threshold justified in audio_harness).
+    assert contains_speech(captured, captured_rate)
+    similarity, lag = envelope_similarity(reference, captured, rate, captured_rate=captured_rate)
+    assert similarity >= SIMILARITY_THRESHOLD, (similarity, lag)
+
+
+def test_notice_is_spoken_through_the_speaker(deployment: Deployment, tmp_path: Path) -> None:
+    """With an audio version provisioned, the consent prompt plays it and records the method as spoken."""
+    notice = pick([Notice.from_dict(n) for n in json.loads((deployment.home / "notices.json").read_text())], "en")
+    audio_dir = deployment.home / "notice-audio"
+    audio_dir.mkdir()
+    spoken = speak_to_wav(notice.text, audio_dir / f"{notice.id}.en.v{notice.version}.wav", words_per_minute=320)
+    reference, rate = read_wav(spoken)
+    with start_pulseaudio() as pulse:
+        # A second sink plays the part of the counter's speaker, so the notice does not leak into the recording.
+        pulse.pactl("load-module", "module-null-sink", "sink_name=speaker")
+        capture = start_capture(pulse, tmp_path / "speaker.wav", len(reference) / rate + 6, source="speaker.monitor")
+        capture.wait_ready()
+        env = {**cli_env(), **pulse.pulse_vars(source=MONITOR_SOURCE, sink="speaker")}
+        result = subprocess.run(
+            [sys.executable, "-m", "countersign", "recorder", "record", "--home", str(deployment.home),
+             "--input-device", "pulse", "--output-device", "pulse", "--language", "en", "--duration", "1"],
+            env=env, cwd=REPO, input="\n", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        heard, heard_rate = capture.wait()
+    assert result.returncode == 0, result.stderr
+    assert notice.text in result.stderr  # shown as well as spoken
+    similarity, _ = envelope_similarity(reference, heard, rate, captured_rate=heard_rate)
+    assert similarity >= SIMILARITY_THRESHOLD, similarity
+    headers = {"Authorization": f"Bearer {deployment.officer_token}"}
+    listed = httpx.get(f"{deployment.server.url}/v1/evidence", headers=headers).json()
+    assert listed[0]["consent"]["method"] == "displayed+spoken"

@@ -1,0 +1,129 @@
+"""The service end to end on the S3 store (moto on loopback, a fresh object-lock bucket per test).
+
+The ``settings`` fixture here overrides conftest's, so conftest's ``client`` and ``world`` run
+the real app against S3, with credentials found by boto3's usual chain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.services import Services
+from api.settings import Settings
+from api.storage.interface import segment_key
+from api.storage.s3 import BucketNotUsable, S3Store
+from tests.conftest import World, bearer
+
+if TYPE_CHECKING:
+    from tests.s3_server import MotoS3
+
+pytest_plugins = ["tests.s3_server"]
+
+PREFIX = "countersign"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, moto_s3: MotoS3, s3_bucket: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "server",
+        env="development",
+        store="s3",
+        s3_endpoint_url=moto_s3.endpoint_url,
+        s3_bucket=s3_bucket,
+        s3_region=moto_s3.region,
+        s3_prefix=PREFIX,
+    )
+
+
+def _services(client: TestClient) -> Services:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    return services
+
+
+def _upload(client: TestClient, world: World, segments: int) -> Any:
+    rec = world.device.new_recording()
+    world.device.add_segments(rec, segments)
+    assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
+    for seg in rec.segments:
+        url = f"/v1/recordings/{rec.id}/segments/{seg.index}"
+        reply = client.put(url, content=seg.envelope, headers=world.device.segment_headers(seg))
+        assert reply.status_code == 201, reply.text
+    return rec
+
+
+def _versions(moto_s3: MotoS3, settings: Settings, rid: str) -> list[str]:
+    prefix = f"{PREFIX}/recordings/{rid}/"
+    reply = moto_s3.client().list_object_versions(Bucket=settings.s3_bucket, Prefix=prefix)
+    return [v["Key"] for v in reply.get("Versions", []) + reply.get("DeleteMarkers", [])]
+
+
+def test_upload_and_audited_read_through_s3(
+    client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
+) -> None:
+    assert isinstance(_services(client).store, S3Store)
+    rec = _upload(client, world, 3)
+    listed = moto_s3.client().list_objects_v2(Bucket=settings.s3_bucket)
+    assert sorted(o["Key"] for o in listed["Contents"]) == [f"{PREFIX}/{segment_key(str(rec.id), i)}" for i in range(3)]
+    assert not (settings.data_dir / "objects").exists() or not any((settings.data_dir / "objects").iterdir())
+
+    purpose = "Complaint 2026-118 review"
+    audio = client.get(f"/v1/evidence/{rec.id}/audio", params={"purpose": purpose}, headers=bearer(world.officer))
+    assert audio.status_code == 200 and audio.content[:4] == b"fLaC"
+    custody = client.get(f"/v1/audit/custody/{rec.id}", headers=bearer(world.auditor)).json()
+    reads = [e for e in custody if e["action"] == "api:evidence:read"]
+    assert [e["purpose"] for e in reads] == [purpose]
+
+
+def test_early_deletion_leaves_no_version_behind(
+    client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
+) -> None:
+    rec = _upload(client, world, 2)
+    reply = client.delete(
+        f"/v1/evidence/{rec.id}",
+        params={"reason": "recorded by mistake at the wrong counter"},
+        headers=bearer(world.officer),
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["state"] == "purged"
+    assert _versions(moto_s3, settings, str(rec.id)) == []  # no versions, no delete markers
+
+
+def test_a_store_level_hold_outlives_a_purge(
+    client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
+) -> None:
+    """Even if the database said "delete", object lock keeps a held segment (the keys are still shredded)."""
+    rec = _upload(client, world, 2)
+    held = segment_key(str(rec.id), 0)
+    _services(client).store.set_legal_hold(held, True)
+    reply = client.delete(
+        f"/v1/evidence/{rec.id}",
+        params={"reason": "recorded by mistake at the wrong counter"},
+        headers=bearer(world.officer),
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["state"] == "shredding"  # the object step failed and will be retried
+    assert f"{PREFIX}/{held}" in _versions(moto_s3, settings, str(rec.id))
+    assert _services(client).store.legal_hold(held)
+
+
+@pytest.mark.usefixtures("initialised")
+def test_service_refuses_a_bucket_without_object_lock(settings: Settings, moto_s3: MotoS3) -> None:
+    plain = "cs-test-no-lock"
+    moto_s3.client().create_bucket(Bucket=plain)
+    with pytest.raises(BucketNotUsable, match="does not have object lock enabled"):
+        create_app(settings.model_copy(update={"s3_bucket": plain}))
+    with pytest.raises(BucketNotUsable, match="does not exist"):
+        create_app(settings.model_copy(update={"s3_bucket": "cs-test-never-made"}))
+
+
+@pytest.mark.usefixtures("initialised")
+def test_service_refuses_to_start_without_credentials(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(BucketNotUsable, match="no AWS credentials"):
+        create_app(settings)
