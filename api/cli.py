@@ -22,12 +22,22 @@ def settings_for(data: Path) -> Settings:
 
 
 @app.command()
-def init(data: DataDir, admin_name: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin") -> None:
+def init(
+    data: DataDir,
+    admin_name: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin",
+    exist_ok: Annotated[bool, typer.Option(help="Succeed quietly if already initialised (containers).")] = False,
+) -> None:
     """Create the database, the evidence key pair, the service signing key and a first admin token."""
     settings = settings_for(data)
     try:
         result = init_data_dir(settings, admin_name)
-    except (SettingsError, AlreadyInitialised) as exc:
+    except AlreadyInitialised as exc:
+        if exist_ok:
+            typer.echo(f"{data} is already initialised; nothing to do")
+            return
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except SettingsError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     if settings.development:
