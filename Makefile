@@ -9,7 +9,7 @@ PORT   ?= 8000
 # unless you set COUNTERSIGN_ENV=production and COUNTERSIGN_KEY_PASSPHRASE.
 export COUNTERSIGN_ENV ?= development
 
-.PHONY: help install up demo test lint typecheck pytest bench clean
+.PHONY: help install up demo test lint typecheck pytest pytest-pg bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,10 +37,14 @@ lint: install ## ruff lint and format check
 typecheck: install ## mypy (strict on the application packages)
 	$(BIN)/mypy .
 
-pytest: install ## Run the test suite only
+pytest: install ## Run the test suite only (SQLite + filesystem store)
 	$(BIN)/pytest -q -p no:cacheprovider
 
-test: lint typecheck pytest ## Set up and pass lint, types and tests (what CI runs)
+pytest-pg: install ## Run the test suite on PostgreSQL + S3 (moto; starts the local cluster if needed)
+	./scripts/ensure-postgres.sh
+	COUNTERSIGN_TEST_BACKEND=postgres-s3 $(BIN)/pytest -q -p no:cacheprovider
+
+test: lint typecheck pytest pytest-pg ## Set up and pass lint, types and tests on both backends (what CI runs)
 
 bench: install ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.ingest

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from api.audit import init_head, record_event
 from api.db import make_engine, transaction
-from api.guards import install_guards
 from api.keys import KEYS_DIR, KeyCustodian
-from api.models import Base, EvidenceKey, NoticeRow, User
+from api.migrate import upgrade
+from api.models import EvidenceKey, NoticeRow, User
 from api.services import audit_sessions
 from api.settings import Settings
 from api.tokens import new_token, token_hash
@@ -30,11 +30,12 @@ class InitResult:
 
 
 def create_schema(settings: Settings) -> None:
-    engine = make_engine(settings.sqlalchemy_url)
-    Base.metadata.create_all(engine)
-    with engine.begin() as connection:
-        install_guards(connection)
-    engine.dispose()
+    """Bring the database to the newest schema through the migrations (tables and append-only guards).
+
+    Never create_all: a database made that way has no alembic_version row, so the
+    next `countersign db upgrade` would try to create every table again.
+    """
+    upgrade(settings.sqlalchemy_url)
 
 
 def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:

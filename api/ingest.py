@@ -29,6 +29,7 @@ from evidence import FORMAT_VERSION
 from evidence.chain import SegmentStatement, SignedSegment, header_hash, verify_header, verify_segment
 from evidence.envelope import check_envelope
 from evidence.errors import EvidenceError
+from retention.holds_sync import hold_new_segment
 from retention.store import refresh_retention
 
 SEALED_KEY_BYTES = 32 + 48  # data key + crypto_box_seal overhead (ephemeral pk + MAC)
@@ -196,6 +197,9 @@ def add_segment(session: Session, store: BlobStore, device: Device, recording_id
 
     key = segment_key(recording.id, up.index)
     store.put(key, up.body)  # before the row: a crash leaves an orphan object, never a row without data
+    # Then the store's legal hold, if a hold covers the recording, still before the row: a crash
+    # leaves a held orphan, never a held recording with an unheld segment (retention.holds_sync).
+    hold_new_segment(session, store, recording, key)
     session.add(
         Segment(
             recording_id=recording.id,

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.keys import KeyCustodian
-from api.models import Device, Recording, Segment
+from api.models import AccessLog, Device, Recording, Segment
 from api.storage import BlobStore, ObjectMissing
 from evidence import audio
 from evidence.chain import SegmentStatement, SignedSegment, verify_chain
@@ -54,7 +54,27 @@ def verify_recording_chain(session: Session, recording: Recording) -> list[Segme
         raise IntegrityError(f"{recording.segment_count} segments recorded, {report.segments} found")
     if recording.status == "complete" and not report.final:
         raise IntegrityError("recording is marked complete but its final segment is missing")
+    _check_against_audit_log(session, recording, report.segments, report.final)
     return rows
+
+
+def _check_against_audit_log(session: Session, recording: Recording, segments: int, final: bool) -> None:
+    """The status and segment rows are not signed; the tamper-evident audit log says what arrived.
+
+    Dropping the final segment (row and object) and relabelling a recording
+    "interrupted" would otherwise look exactly like a destroyed device.
+    """
+    uploads = session.scalars(
+        select(AccessLog.detail).where(
+            AccessLog.target == f"recording:{recording.id}", AccessLog.action == "api:segment:upload"
+        )
+    )
+    for detail in uploads:
+        index = int(detail.get("index", -1))
+        if detail.get("final") and not final:
+            raise IntegrityError(f"the audit log records a final segment ({index}) being received, but it is missing")
+        if index >= segments:
+            raise IntegrityError(f"the audit log records segment {index} being received, but the recording lacks it")
 
 
 def read_audio(

@@ -3,10 +3,11 @@
 No framework, no auth, no verification, no database: only what any durable
 upload endpoint must do. The blocking write+fsync runs in anyio's worker
 threads, as Countersign's does (starlette's run_in_threadpool). It is served
-by uvicorn.run with the same options as `countersign server run` (one worker,
-log_level="info", so uvicorn's access log is on for both).
+by uvicorn.run with the same options as `countersign server run` (log_level="info",
+so uvicorn's access log is on for both; with --workers N > 1 the app is loaded by
+import string in N worker processes, as `countersign server run --workers N` does).
 
-    python -m bench.baseline_app --dir /tmp/x --port 8001
+    python -m bench.baseline_app --dir /tmp/x --port 8001 [--workers 2]
 """
 
 from __future__ import annotations
@@ -59,21 +60,42 @@ def make_app(target: Path) -> Any:
             message = await receive()
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        await anyio.to_thread.run_sync(_store, target / f"{next(numbers):09d}.seg", b"".join(chunks))
+        name = f"{os.getpid()}-{next(numbers):09d}.seg"  # one counter per worker process
+        await anyio.to_thread.run_sync(_store, target / name, b"".join(chunks))
         await respond(send, 201)
 
     return app
+
+
+DIR_ENV = "BENCH_BASELINE_DIR"
+
+
+def app_from_env() -> Any:
+    """Factory for uvicorn's worker processes (--workers > 1): the folder comes from the environment."""
+    return make_app(Path(os.environ[DIR_ENV]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, required=True, help="folder the bodies are written to")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args()
     import uvicorn
 
-    # Exactly what api/cli.py `run` does for workers == 1.
-    uvicorn.run(make_app(args.dir), host="127.0.0.1", port=args.port, log_level="info")
+    # What api/cli.py `run` does: the app object for one worker, an import string for several.
+    if args.workers == 1:
+        uvicorn.run(make_app(args.dir), host="127.0.0.1", port=args.port, log_level="info")
+    else:
+        os.environ[DIR_ENV] = str(args.dir.resolve())
+        uvicorn.run(
+            "bench.baseline_app:app_from_env",
+            host="127.0.0.1",
+            port=args.port,
+            workers=args.workers,
+            factory=True,
+            log_level="info",
+        )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,24 @@
 """Ingest throughput: segment uploads per second through Countersign's full path, against a bare baseline.
 
-Countersign runs as a real server (`python -m countersign server run`, uvicorn, one worker) on
+Countersign runs as a real server (`python -m countersign server run --workers W`, uvicorn) on
 127.0.0.1. N simulated devices each open one recording and upload its chain of signed, encrypted
 FLAC segments in order, one keep-alive connection per device (httpx, one thread per device). Every
 upload goes through the whole path: bearer-token auth, Ed25519 verification, hash chain check,
-blob store write with fsync, SQLite commit (WAL, synchronous=FULL), access-log row, uvicorn access log.
+blob store write, database commit, access-log row, uvicorn access log.
 
-The baseline, measured in the same run, is a bare ASGI app (bench/baseline_app.py) served by the same
-uvicorn with the same options: it receives the same bodies and headers, writes each body to a file
-with fsync (in a worker thread) and answers 201.
+Backends (--backends, one or both):
+
+- sqlite-fs (default): the embedded shape, SQLite (WAL, synchronous=FULL) and the filesystem blob
+  store (write + fsync) in one data directory.
+- postgres-s3: the scale-out shape, a fresh PostgreSQL database (dropped at the end) and an S3 bucket
+  with object lock on moto's S3 server, which runs as a separate process on loopback. moto is an
+  in-memory Python emulator competing for the same cores: its cost is not S3's (it writes nothing
+  to disk, and it is slower per request than S3 in CPU). Its CPU per upload, and that of the
+  database's PostgreSQL backends, are measured from /proc and printed.
+
+The baseline, measured in the same run with the same number of uvicorn workers, is a bare ASGI app
+(bench/baseline_app.py): it receives the same bodies and headers, writes each body to a file with
+fsync (in a worker thread) and answers 201.
 
 A device stops at its first refused upload (its chain is broken from there on): such rows are
 marked "(errors)" and the server's logged exceptions are printed.
@@ -17,8 +27,9 @@ Envelopes, statements and signatures are all computed before the clock starts, s
 little more than HTTP. The client still shares the machine's cores with the server: its CPU per
 upload is printed so that the figures can be read with that in mind.
 
-    .venv/bin/python bench/ingest.py                     # devices 1,4,16; 10 s per measurement
+    .venv/bin/python bench/ingest.py                     # sqlite-fs, 1 worker, devices 1,4,16; 10 s each
     .venv/bin/python bench/ingest.py --devices 64 --seconds 60
+    .venv/bin/python bench/ingest.py --backends sqlite-fs,postgres-s3 --workers 1,2,4 --devices 4,16
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +73,8 @@ from evidence.envelope import HEADER_BYTES, TAG_BYTES, new_data_key, seal_segmen
 RATE = 16000
 POOL = 24  # distinct FLAC plaintexts, cycled through the segments
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BACKENDS = ("sqlite-fs", "postgres-s3")
+PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
 
 
 # --------------------------------------------------------------------------- servers
@@ -73,40 +87,111 @@ def free_port() -> int:
         return port
 
 
-def clean_env() -> dict[str, str]:
-    """The environment tests give the CLI: no inherited COUNTERSIGN_*, development mode."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERSIGN_")}
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment tests give the CLI: no inherited COUNTERSIGN_* or AWS_*, development mode, + extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COUNTERSIGN_", "AWS_"))}
     env.update({"COUNTERSIGN_ENV": "development", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
     return env
 
 
-class Server:
-    """A server subprocess on a loopback port, stopped by stop() (SIGTERM, then SIGKILL)."""
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of one process in seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path) -> None:
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid for every process we can see."""
+    out: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process and its live descendants (uvicorn's supervisor and its workers)."""
+    parents = _parents()
+    pids, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, pp in parents.items() if pp == parent and pid not in pids]
+        pids.update(children)
+        frontier.extend(children)
+    return sum(_proc_cpu(pid) for pid in pids)
+
+
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to one database ("postgres: user db host ...")."""
+    out: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres: ") and f" {database} " in title:
+            out[int(entry.name)] = _proc_cpu(int(entry.name))
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two per-process snapshots by the processes alive at the end (the CPU of a
+    process that exited in between is lost, so with connection churn this is a lower bound)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+class Server:
+    """A server subprocess on a loopback port, stopped by stop() (SIGTERM, then SIGKILL).
+
+    start() waits until `workers` uvicorn workers have logged their start-up (0: until the probe answers).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+    ) -> None:
         self.name, self.argv, self.port, self.log = name, argv, port, log
+        self.env, self.workers = env or {}, workers
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, probe: str) -> None:
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, env=clean_env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 30
+            self.proc = subprocess.Popen(
+                self.argv, env=clean_env(self.env), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text(errors='replace')[-2000:]}")
+            started = self.log.read_bytes()[offset:].count(b"Application startup complete")
             try:
-                if httpx.get(self.url + probe, timeout=1).status_code == 200:
+                if httpx.get(self.url + probe, timeout=1).status_code == 200 and started >= self.workers:
                     return
             except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not start: {self.log.read_text()[-2000:]}")
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start: {self.log.read_text(errors='replace')[-2000:]}")
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process (uvicorn with one worker serves in this process)."""
+        """utime + stime of the server process and its workers."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return tree_cpu(self.proc.pid) if self.workers > 1 else _proc_cpu(self.proc.pid)
 
     def exceptions(self) -> list[str]:
         """Distinct exception lines the server logged (uvicorn prints tracebacks into its log)."""
@@ -120,7 +205,7 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
@@ -142,20 +227,124 @@ def fsync_ms(folder: Path, size: int, count: int = 20) -> float:
     return float(np.median(times) * 1000)
 
 
-def init_countersign(data: Path) -> str:
-    """`countersign server init`, as an operator would; returns the admin token."""
+def init_countersign(data: Path, env: dict[str, str] | None = None) -> str:
+    """`countersign server init`, as an operator would (same environment as the server); the admin token."""
     done = subprocess.run(
         [sys.executable, "-m", "countersign", "server", "init", "--data", str(data)],
-        env=clean_env(),
+        env=clean_env(env),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         cwd=REPO,
     )
     if done.returncode != 0:
         raise RuntimeError(f"countersign server init failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     out = done.stdout
     return next(line.split()[-1] for line in out.splitlines() if line.startswith("admin token"))
+
+
+class Backend:
+    """Where one Countersign instance keeps its data: env for `server init`/`run`, set-up and tear-down."""
+
+    def __init__(self, name: str, work: Path) -> None:
+        self.name, self.work = name, work / name
+        self.data = self.work / "data"
+        self.env: dict[str, str] = {}
+        self.database = ""
+        self.moto: Server | None = None
+        self.admin = ""
+        self.devices: list[Device] = []
+
+    def describe(self) -> str:
+        if self.name == "sqlite-fs":
+            return f"SQLite (WAL, synchronous=FULL) + filesystem store under {self.data}"
+        assert self.moto is not None
+        return (
+            f"PostgreSQL database {self.database} + moto S3 {self.moto.url} bucket {self.env['COUNTERSIGN_S3_BUCKET']}"
+        )
+
+    def setup(self) -> None:
+        self.work.mkdir(parents=True)
+        if self.name == "postgres-s3":
+            import boto3
+            import psycopg
+            from botocore.config import Config
+
+            self.database = f"bench_ingest_{os.getpid()}"
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+            port = free_port()
+            self.moto = Server(
+                "moto",
+                [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
+                port,
+                self.work / "moto.log",
+                workers=0,
+            )
+            self.moto.start("/moto-api/")
+            bucket = "countersign-bench"
+            s3 = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.moto.url,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(s3={"addressing_style": "path"}),
+            )
+            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+            missing = str(self.work / "no-aws-config")
+            self.env = {
+                "COUNTERSIGN_DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:5432/{self.database}",
+                "COUNTERSIGN_STORE": "s3",
+                "COUNTERSIGN_S3_ENDPOINT_URL": self.moto.url,
+                "COUNTERSIGN_S3_BUCKET": bucket,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": missing,
+                "AWS_SHARED_CREDENTIALS_FILE": missing,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        self.admin = init_countersign(self.data, self.env)
+
+    def server(self, workers: int) -> Server:
+        port = free_port()
+        argv = [sys.executable, "-m", "countersign", "server", "run", "--data", str(self.data), "--port", str(port)]
+        argv += ["--workers", str(workers)]
+        return Server(f"countersign {self.name}", argv, port, self.work / "countersign.log", self.env, workers)
+
+    def monitors(self) -> dict[str, Callable[[], dict[int, float]]]:
+        """Per-process CPU snapshots taken around each measurement besides the server's own."""
+        if self.moto is None:
+            return {}
+        moto, database = self.moto, self.database
+
+        def moto_cpu() -> dict[int, float]:
+            assert moto.proc is not None
+            return {moto.proc.pid: moto.cpu_seconds()}
+
+        return {"moto": moto_cpu, "postgres": lambda: postgres_cpu(database)}
+
+    def exceptions(self) -> list[str]:
+        log = self.work / "countersign.log"
+        seen: dict[str, None] = {}
+        if log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:", line):
+                    seen.setdefault(line.strip()[:300], None)
+        return list(seen)
+
+    def teardown(self) -> None:
+        if self.moto is not None:
+            self.moto.stop()
+        if self.database:
+            import psycopg
+
+            try:
+                with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            except psycopg.Error as exc:
+                print(f"  WARNING: could not drop database {self.database}: {exc}")
 
 
 # --------------------------------------------------------------------------- devices and segments
@@ -284,6 +473,7 @@ class Measurement:
     server_cores: float  # server CPU seconds per wall second during the measurement
     exhausted: bool
     errors: list[str]
+    other_cpu_ms: dict[str, float] = field(default_factory=dict)  # per upload: moto, postgres
 
     @property
     def rate(self) -> float:
@@ -341,8 +531,16 @@ def _device_thread(
             k += 1
 
 
-def measure(server: Server, name: str, per_device: list[list[Upload]], cycle: bool, warmup: int, seconds: float):
-    n = len(per_device)
+def measure(
+    server: Server,
+    name: str,
+    per_device: list[list[Upload]],
+    cycle: bool,
+    warmup: int,
+    seconds: float,
+    monitors: dict[str, Callable[[], dict[int, float]]] | None = None,
+) -> Measurement:
+    n, monitors = len(per_device), monitors or {}
     runs = [DeviceRun() for _ in range(n)]
     ready, go = threading.Barrier(n + 1), threading.Event()
     clock: dict[str, float] = {}
@@ -356,12 +554,14 @@ def measure(server: Server, name: str, per_device: list[list[Upload]], cycle: bo
         t.start()
     ready.wait()
     cpu0, client0 = server.cpu_seconds(), time.process_time()
+    others0 = {k: read() for k, read in monitors.items()}
     t0 = time.perf_counter()
     clock["deadline"] = t0 + seconds
     go.set()
     for t in threads:
         t.join(timeout=seconds + 120)
     cpu1, client1 = server.cpu_seconds(), time.process_time()
+    others1 = {k: read() for k, read in monitors.items()}
     latencies = [x for r in runs for x in r.latencies]
     uploads = len(latencies)
     ends = [r.last_done for r in runs if r.latencies]
@@ -380,6 +580,9 @@ def measure(server: Server, name: str, per_device: list[list[Upload]], cycle: bo
         server_cores=(cpu1 - cpu0) / elapsed if elapsed > 0 else float("nan"),
         exhausted=any(r.exhausted for r in runs),
         errors=[e for r in runs for e in r.errors],
+        other_cpu_ms={
+            k: cpu_delta(others0[k], others1[k]) * 1000 / uploads if uploads else float("nan") for k in monitors
+        },
     )
 
 
@@ -398,16 +601,63 @@ def open_recordings(url: str, recs: list[Recording]) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def parse_devices(text: str) -> list[int]:
+def parse_ints(text: str) -> list[int]:
     values = [int(x) for x in text.split(",") if x.strip()]
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("--devices wants positive integers, e.g. 1,4,16")
+        raise argparse.ArgumentTypeError("want positive integers, e.g. 1,4,16")
     return values
+
+
+parse_devices = parse_ints  # the old name
+
+
+def parse_backends(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [v for v in values if v not in BACKENDS]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"backends are {', '.join(BACKENDS)} (comma-separated), not {text!r}")
+    return list(dict.fromkeys(values))
+
+
+@dataclass
+class Row:
+    backend: str
+    workers: int
+    baseline: Measurement
+    countersign: Measurement
+
+    @property
+    def ratio(self) -> str:
+        b, c = self.baseline, self.countersign
+        if c.errors or b.errors:
+            return "failed"
+        return f"{c.rate / b.rate:.2f}x" if b.rate else ""
+
+
+def report_errors(m: Measurement, exceptions: Callable[[], list[str]]) -> None:
+    for err in m.errors[:3]:
+        print(f"    ERROR {m.server}: {err}")
+    if m.errors:
+        print(f"    ERROR {m.server}: {len(m.errors)} uploads failed; the server logged:")
+        for line in exceptions()[:3]:
+            print(f"      {line}")
+    if m.exhausted:
+        print(f"    NOTE {m.server}: a device ran out of precomputed segments; raise --max-precompute-mb")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", type=parse_devices, default=[1, 4, 16], help="concurrent devices (default 1,4,16)")
+    parser.add_argument("--devices", type=parse_ints, default=[1, 4, 16], help="concurrent devices (default 1,4,16)")
+    parser.add_argument(
+        "--backends",
+        "--backend",
+        type=parse_backends,
+        default=["sqlite-fs"],
+        help=f"comma-separated, of {', '.join(BACKENDS)} (default sqlite-fs)",
+    )
+    parser.add_argument(
+        "--workers", type=parse_ints, default=[1], help="uvicorn worker processes, e.g. 1,2,4 (default 1)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement (default 10)")
     parser.add_argument("--segment-seconds", type=float, default=5.0, help="audio per segment (default 5)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed uploads per device first (default 3)")
@@ -417,16 +667,19 @@ def main() -> None:
     )
     parser.add_argument("--audio", choices=["auto", "espeak", "noise"], default="auto", help="test audio source")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data dirs (default /tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the data dirs and server logs")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the data dirs and server logs (databases are dropped)"
+    )
     args = parser.parse_args()
     started, load_at_start = time.perf_counter(), load_average()
 
     reference = args.counters / args.segment_seconds
     print("Countersign ingest benchmark: segment uploads/s through the full path vs. a bare fsync baseline")
     print(
-        f"  loopback 127.0.0.1, uvicorn 1 worker each, devices {','.join(map(str, args.devices))}, "
+        f"  loopback 127.0.0.1, backends {','.join(args.backends)}, uvicorn workers "
+        f"{','.join(map(str, args.workers))} (baseline: the same count), devices {','.join(map(str, args.devices))}, "
         f"{args.seconds:g} s timed per measurement (+{args.warmup} warm-up uploads per device), "
-        f"{os.cpu_count()} CPUs shared by client and server"
+        f"{os.cpu_count()} CPUs shared by client, servers, moto and PostgreSQL"
     )
     print(f"  code: {revision()}; load average now {load_at_start}")
 
@@ -444,68 +697,81 @@ def main() -> None:
     )
 
     work = Path(tempfile.mkdtemp(prefix="countersign-bench-ingest-", dir=args.workdir))
-    servers: list[Server] = []
-    results: list[tuple[Measurement, Measurement]] = []
+    backends = [Backend(name, work) for name in args.backends]
+    # The baseline checks nothing, so its chain may come from a device no server knows.
+    nobody = Device(
+        "baseline",
+        "unused",
+        nacl.signing.SigningKey.generate(),
+        {"k": bytes(nacl.public.PrivateKey.generate().public_key)},
+    )
+    running: list[Server] = []
+    rows: list[Row] = []
     try:
-        admin = init_countersign(work / "server")
-        cs_port, base_port = free_port(), free_port()
-        data = str(work / "server")
-        cs = Server(
-            "countersign",
-            [sys.executable, "-m", "countersign", "server", "run", "--data", data, "--port", str(cs_port)],
-            cs_port,
-            work / "countersign.log",
-        )
-        base = Server(
-            "baseline",
-            [sys.executable, "-m", "bench.baseline_app", "--dir", str(work / "baseline"), "--port", str(base_port)],
-            base_port,
-            work / "baseline.log",
-        )
-        for server, probe in ((cs, "/healthz"), (base, "/")):
-            servers.append(server)
-            server.start(probe)
-        devices = enrol_devices(cs.url, admin, max(args.devices))
-        print(f"  servers up ({cs.url} countersign, {base.url} baseline); {len(devices)} devices enrolled")
+        for backend in backends:
+            t = time.perf_counter()
+            backend.setup()
+            print(f"  {backend.name}: {backend.describe()} (set up + server init in {time.perf_counter() - t:.1f} s)")
         floor = fsync_ms(work / "probe", int(envelope_bytes))
         print(f"  disk: write+fsync of one envelope-sized file takes {floor:.1f} ms (median of 20)")
-        print()
 
-        for n in args.devices:
-            # Baseline: the same bodies and headers (a real chain), cycled; it checks nothing.
-            pool = build_chain(new_recording(devices[0], args.segment_seconds), POOL, plaintexts)
-            b = measure(base, "baseline", [pool] * n, True, args.warmup, args.seconds)
-            print(f"  n={n:<3} baseline     {b.rate:8.1f} uploads/s  p50 {b.p50_ms:6.1f} ms  p95 {b.p95_ms:6.1f} ms")
+        for workers in args.workers:
+            port = free_port()
+            argv = [sys.executable, "-m", "bench.baseline_app", "--dir", str(work / "baseline"), "--port", str(port)]
+            base = Server("baseline", [*argv, "--workers", str(workers)], port, work / "baseline.log", workers=workers)
+            running.append(base)
+            base.start("/")
+            baselines: dict[int, Measurement] = {}
+            for backend in backends:
+                cs = backend.server(workers)
+                running.append(cs)
+                cs.start("/healthz")
+                if not backend.devices:
+                    backend.devices = enrol_devices(cs.url, backend.admin, max(args.devices))
+                print(
+                    f"\n  {backend.name}, {workers} worker(s): servers up ({cs.url} countersign, {base.url} baseline)"
+                )
+                for n in args.devices:
+                    b = baselines.get(n)
+                    if b is None:
+                        # Baseline: the same bodies and headers (a real chain), cycled; it checks nothing.
+                        pool = build_chain(new_recording(nobody, args.segment_seconds), POOL, plaintexts)
+                        b = baselines[n] = measure(base, "baseline", [pool] * n, True, args.warmup, args.seconds)
+                        print(
+                            f"  w={workers} n={n:<3} baseline     {b.rate:8.1f} uploads/s  p50 {b.p50_ms:6.1f} ms"
+                            f"  p95 {b.p95_ms:6.1f} ms"
+                        )
+                        report_errors(b, base.exceptions)
 
-            # Countersign: one fresh recording per device, its whole chain signed in advance. The
-            # baseline's rate bounds Countersign's, so that many segments (+30%) are enough.
-            want = math.ceil(b.rate * 1.3 * args.seconds / n) + args.warmup + 10
-            cap = int(args.max_precompute_mb * 1e6 / (n * envelope_bytes))
-            per_device = max(args.warmup + 1, min(want, cap))
-            recs = [new_recording(d, args.segment_seconds) for d in devices[:n]]
-            open_recordings(cs.url, recs)
-            t = time.perf_counter()
-            chains = [build_chain(rec, per_device, plaintexts) for rec in recs]
-            prep = time.perf_counter() - t
-            c = measure(cs, "countersign", chains, False, args.warmup, args.seconds)
-            del chains
-            print(
-                f"  n={n:<3} countersign  {c.rate:8.1f} uploads/s  p50 {c.p50_ms:6.1f} ms  p95 {c.p95_ms:6.1f} ms"
-                f"  ({n}x{per_device} segments precomputed in {prep:.1f} s)"
-            )
-            for m, server in ((b, base), (c, cs)):
-                for err in m.errors[:3]:
-                    print(f"    ERROR {m.server}: {err}")
-                if m.errors:
-                    print(f"    ERROR {m.server}: {len(m.errors)} uploads failed; the server logged:")
-                    for line in server.exceptions()[:3]:
-                        print(f"      {line}")
-                if m.exhausted:
-                    print(f"    NOTE {m.server}: a device ran out of precomputed segments; raise --max-precompute-mb")
-            results.append((b, c))
+                    # Countersign: one fresh recording per device, its whole chain signed in advance. The
+                    # baseline's rate bounds Countersign's, so that many segments (+30%) are enough.
+                    want = math.ceil(b.rate * 1.3 * args.seconds / n) + args.warmup + 10
+                    cap = int(args.max_precompute_mb * 1e6 / (n * envelope_bytes))
+                    per_device = max(args.warmup + 1, min(want, cap))
+                    recs = [new_recording(d, args.segment_seconds) for d in backend.devices[:n]]
+                    open_recordings(cs.url, recs)
+                    t = time.perf_counter()
+                    chains = [build_chain(rec, per_device, plaintexts) for rec in recs]
+                    prep = time.perf_counter() - t
+                    c = measure(cs, backend.name, chains, False, args.warmup, args.seconds, backend.monitors())
+                    del chains
+                    others = "".join(f"  {k} CPU {v:.2f} ms/upload" for k, v in c.other_cpu_ms.items())
+                    print(
+                        f"  w={workers} n={n:<3} {backend.name:<12} {c.rate:8.1f} uploads/s  p50 {c.p50_ms:6.1f} ms"
+                        f"  p95 {c.p95_ms:6.1f} ms  server CPU {c.server_cpu_ms:.2f} ms/upload{others}"
+                        f"  ({n}x{per_device} segments precomputed in {prep:.1f} s)"
+                    )
+                    report_errors(c, cs.exceptions)
+                    rows.append(Row(backend.name, workers, b, c))
+                cs.stop()
+                running.remove(cs)
+            base.stop()
+            running.remove(base)
     finally:
-        for server in servers:
+        for server in running:
             server.stop()
+        for backend in backends:
+            backend.teardown()
         if args.keep:
             print(f"\n  kept {work}")
         else:
@@ -513,39 +779,61 @@ def main() -> None:
 
     print()
     print(
-        "devices  server       uploads  uploads/s    MB/s   p50 ms   p95 ms  srv CPU ms/up  srv cores"
-        "  client CPU ms/up  ratio cs/base"
+        "backend      workers devices  uploads  uploads/s    MB/s   p50 ms   p95 ms | baseline/s  p50 ms   p95 ms"
+        " | ratio cs/base"
     )
-    for b, c in results:
-        for m in (b, c):
-            ratio = ""
-            if m is c:
-                ratio = f"{'failed':>13}" if c.errors or b.errors else f"{c.rate / b.rate:12.2f}x" if b.rate else ""
-            print(
-                f"{m.devices:7d}  {m.server:<11} {m.uploads:8d} {m.rate:10.1f} {m.mb_per_s:7.1f} {m.p50_ms:8.1f} "
-                f"{m.p95_ms:8.1f} {m.server_cpu_ms:14.2f} {m.server_cores:10.2f} {m.client_cpu_ms:17.2f}  {ratio}"
-                f"{'  (errors)' if m.errors else ''}{'  (ran out of segments)' if m.exhausted else ''}"
-            )
+    for r in rows:
+        b, c = r.baseline, r.countersign
+        print(
+            f"{r.backend:<12} {r.workers:7d} {c.devices:7d} {c.uploads:8d} {c.rate:10.1f} {c.mb_per_s:7.1f} "
+            f"{c.p50_ms:8.1f} {c.p95_ms:8.1f} | {b.rate:10.1f} {b.p50_ms:7.1f} {b.p95_ms:8.1f} | {r.ratio:>13}"
+            f"{'  (errors)' if c.errors or b.errors else ''}{'  (ran out of segments)' if c.exhausted else ''}"
+        )
+    print()
+    print(
+        "CPU per upload (ms)  backend      workers devices   server  srv cores  moto  postgres  client"
+        " | baseline server  client"
+    )
+    for r in rows:
+        b, c = r.baseline, r.countersign
+        moto, pg = c.other_cpu_ms.get("moto", float("nan")), c.other_cpu_ms.get("postgres", float("nan"))
+        print(
+            f"{'':20} {r.backend:<12} {r.workers:7d} {c.devices:7d} {c.server_cpu_ms:8.2f} {c.server_cores:10.2f}"
+            f" {moto:5.2f} {pg:9.2f} {c.client_cpu_ms:7.2f} | {b.server_cpu_ms:15.2f} {b.client_cpu_ms:7.2f}"
+        )
+    if any("moto" in r.countersign.other_cpu_ms for r in rows):
+        print(
+            "  moto is an in-memory Python S3 emulator on the same cores: its CPU is part of what the postgres-s3"
+            " figures pay for, and none of it is what S3 (or MinIO) would cost this process"
+        )
+        print(
+            "  postgres = the database's backends alive at the end of a measurement: a lower bound when the"
+            " connection pool opens and closes overflow connections (more concurrent requests than pool_size)"
+        )
 
-    usable = [c for _, c in results if not c.errors] or [c for _, c in results]
-    best = max(usable, key=lambda m: m.rate)
     print()
     print(
         f"Reference load: {args.counters} counters x one {args.segment_seconds:g} s segment each = "
         f"{reference:,.0f} uploads/s."
     )
-    if best.rate:
+    for name in args.backends:
+        mine = [r.countersign for r in rows if r.backend == name]
+        usable = [c for c in mine if not c.errors] or mine
+        if not usable:
+            continue
+        best = max(usable, key=lambda m: m.rate)
+        workers = next(r.workers for r in rows if r.countersign is best)
+        if best.rate:
+            print(
+                f"  {name}: best {best.rate:.1f} uploads/s ({workers} worker(s), {best.devices} devices, on this"
+                f" {os.cpu_count()}-CPU machine, client included): {math.ceil(reference / best.rate)} such machines;"
+                f" at {best.server_cpu_ms:.2f} ms server CPU per upload, {reference * best.server_cpu_ms / 1000:.1f}"
+                " cores of API CPU if nothing else limits"
+            )
+    if "sqlite-fs" in args.backends:
         print(
-            f"  at the best measured Countersign rate ({best.rate:.1f} uploads/s per 1-worker process, "
-            f"{best.devices} devices): {math.ceil(reference / best.rate)} server processes"
-        )
-        print(
-            f"  at the measured server CPU ({best.server_cpu_ms:.2f} ms per upload): "
-            f"{reference * best.server_cpu_ms / 1000:.1f} cores of server CPU, if nothing else limits"
-        )
-        print(
-            "  (one SQLite database takes one writer at a time, so processes sharing it do not add commits;"
-            " a process count above 1 assumes the database scales with them)"
+            "  (one SQLite database takes one writer at a time, so workers sharing it do not add commits;"
+            " scaling out assumes postgres-s3)"
         )
     print(f"\nrun time {time.perf_counter() - started:.1f} s; load average {load_average()} (at start {load_at_start})")
 

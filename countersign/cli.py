@@ -2,7 +2,7 @@
 
 import typer
 
-from api import admin_cli, audit_cli, evidence_cli, hold_cli
+from api import admin_cli, audit_cli, db_cli, evidence_cli, hold_cli
 from api import cli as server_cli
 from recorder import cli as recorder_cli
 from retention import cli as retention_cli
@@ -12,6 +12,7 @@ app = typer.Typer(
     help="Countersign: audio evidence that is recorded openly, kept safe, and read only for a stated reason.",
 )
 app.add_typer(server_cli.app, name="server")
+app.add_typer(db_cli.app, name="db")
 app.add_typer(admin_cli.app, name="admin")
 app.add_typer(recorder_cli.app, name="recorder")
 app.add_typer(evidence_cli.app, name="evidence")

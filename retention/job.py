@@ -3,7 +3,8 @@
 One run:
 
 1. open recordings silent for too long become "interrupted" (and get that policy);
-2. recordings a crashed run left "shredding" are finished first;
+2. store holds are reconciled (retention.holds_sync: every object of a held recording is held
+   in the store too), and recordings a crashed run left "shredding" are finished first;
 3. due recordings (``retain_until <= now``, not being purged: an index range scan)
    are taken in pages, and each page goes through ``retention.purge.purge``,
    which decides again under the write lock before shredding anything.
@@ -29,6 +30,7 @@ from api.ingest import expire_stale
 from api.models import Recording, utcnow
 from api.services import Services
 from retention.decide import Keep, decide
+from retention.holds_sync import reconcile_store_holds
 from retention.purge import PURGED, SHREDDING, complete, purge
 from retention.store import FACT_COLUMNS, active_holds, facts_from_row, rules_in_force
 
@@ -51,6 +53,7 @@ class RunSummary:
     resumed: int = 0
     interrupted: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    store_holds_repaired: list[str] = field(default_factory=list)  # held recordings whose store hold was missing
 
     @property
     def ok(self) -> bool:
@@ -180,6 +183,12 @@ def run(
     if not dry_run:
         with services.sessions() as session, session.begin():
             summary.interrupted = expire_stale(session, services.settings.interrupted_after_seconds)
+        # Held in the database ⇒ held in the store, again, whatever a crash or a hand left behind.
+        sync = reconcile_store_holds(services.sessions, services.store)
+        summary.store_holds_repaired = sync.repaired
+        for rid, message in sync.errors.items():
+            summary.errors[rid] = message
+            progress("error", rid, message)
         _finish_unfinished(services, now, summary, progress)
 
     with services.sessions() as session:
@@ -217,6 +226,7 @@ def run(
                     "kept_by_policy": summary.kept_by_policy,
                     "interrupted": summary.interrupted,
                     "errors": len(summary.errors),
+                    "store_holds_repaired": len(summary.store_holds_repaired),
                 },
             )
     return summary

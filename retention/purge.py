@@ -5,6 +5,10 @@ run can finish from (``Recording.purge_state``)::
 
     NULL ──(1) shred: one transaction──► "shredding" ──(2) objects──► (3) finalise: one transaction ──► "purged"
 
+0. *Store holds.* Before anything else, a recording the store still holds an
+   object of (retention.holds_sync.check_store_holds: a hold left by a released
+   hold is released; an unexplained one refuses) is not purged, and the error
+   names the object: shredding it would lose the key to audio that stays.
 1. *Shred.* Claim the recordings (purge_state NULL → "shredding"), decide again
    on fresh rows with the holds read under the write lock, delete the sealed
    data keys, start the tombstone, write the audit entry. Once this commits
@@ -41,10 +45,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.audit import record_event
 from api.models import Recording, SealedKey, Segment, Tombstone
 from api.storage import BlobStore
-from api.storage.interface import segment_key
+from api.storage.interface import ObjectHeld
 from evidence.chain import canonical_json, header_hash
 from evidence.errors import IntegrityError
-from retention.decide import Keep, Purge, covering_holds, decide
+from retention.decide import Decision, HoldFacts, Keep, Purge, RecordingFacts, covering_holds, decide
+from retention.holds_sync import check_store_holds, object_keys
+from retention.policy import Rule
 from retention.store import active_holds, facts_of, purge_state_is, rules_in_force
 
 SHREDDING, PURGED = "shredding", "purged"
@@ -86,6 +92,7 @@ class ShredOutcome:
     held: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> case references
     kept: dict[str, str] = field(default_factory=dict)  # id -> why policy keeps it
     not_claimed: list[str] = field(default_factory=list)  # already being purged (or gone)
+    store_held: dict[str, str] = field(default_factory=dict)  # id -> which object the store holds: not shredded
 
 
 def claim(session: Session, ids: Sequence[str], from_state: str | None, to_state: str) -> list[str]:
@@ -128,6 +135,28 @@ def _secure_delete(session: Session) -> None:
         session.execute(text("PRAGMA secure_delete = ON"))
 
 
+def _verdict(
+    facts: RecordingFacts, rules: Sequence[Rule], holds: Sequence[HoldFacts], now: datetime, early_reason: str | None
+) -> Decision:
+    if early_reason is None:
+        return decide(facts, rules, holds, now)
+    # an officer overrides policy, never a hold
+    refs = tuple(sorted({h.case_ref for h in covering_holds(facts, holds)}))
+    return Keep(f"held: {', '.join(refs)}", holds=refs) if refs else Purge(early_reason, "")
+
+
+def store_check(
+    session: Session, store: BlobStore, ids: Sequence[str], now: datetime, early_reason: str | None
+) -> dict[str, str]:
+    """Step 0, before the shredding and outside its lock: of the recordings that would be purged now,
+    those whose objects the store still holds ({id: why}). They are not shredded: shredding them
+    would destroy the only key to audio that the store keeps anyway (retention.holds_sync)."""
+    rules, holds = rules_in_force(session), active_holds(session)
+    rows = session.scalars(select(Recording).where(Recording.id.in_(ids), purge_state_is(None))).all()
+    going = [r.id for r in rows if isinstance(_verdict(facts_of(r), rules, holds, now, early_reason), Purge)]
+    return check_store_holds(session, store, sorted(going))
+
+
 def shred(
     session: Session, ids: Sequence[str], *, now: datetime, actor: str, early_reason: str | None = None
 ) -> ShredOutcome:
@@ -150,11 +179,7 @@ def shred(
     ).all()
     for recording in sorted(rows, key=lambda r: r.id):
         facts = facts_of(recording)
-        if early_reason is None:
-            verdict = decide(facts, rules, holds, now)
-        else:  # an officer overrides policy, never a hold
-            refs = tuple(sorted({h.case_ref for h in covering_holds(facts, holds)}))
-            verdict = Keep(f"held: {', '.join(refs)}", holds=refs) if refs else Purge(early_reason, "")
+        verdict = _verdict(facts, rules, holds, now, early_reason)
         if isinstance(verdict, Keep):
             recording.purge_state = None  # un-claim: nobody else saw the claim, this transaction holds the lock
             if verdict.holds:
@@ -197,19 +222,6 @@ def shred(
 
 
 # --------------------------------------------------------------------------- step 2: objects
-
-
-def object_keys(session: Session, ids: Sequence[str]) -> dict[str, list[str]]:
-    """Every key each recording's objects can have: its segments, plus the one an upload may have
-    stored just before its transaction failed (segments are accepted strictly in order)."""
-    keys: dict[str, set[str]] = {rid: set() for rid in ids}
-    for rid, count in session.execute(select(Recording.id, Recording.segment_count).where(Recording.id.in_(ids))):
-        keys[rid].update(segment_key(rid, i) for i in range(count + 1))
-    for rid, key in session.execute(
-        select(Segment.recording_id, Segment.object_key).where(Segment.recording_id.in_(ids))
-    ):
-        keys[rid].add(key)
-    return {rid: sorted(k) for rid, k in keys.items()}
 
 
 def delete_objects(store: BlobStore, keys: Sequence[str]) -> None:
@@ -333,6 +345,8 @@ def complete(
         try:
             delete_objects(store, keys[rid])
             ready.append(rid)
+        except ObjectHeld as exc:  # held after shredding (placed by hand meanwhile): say so, retry next run
+            errors[rid] = f"deleting objects: the object store holds {exc.key} under a legal hold ({exc})"
         except Exception as exc:  # reported; the recording stays "shredding" for the next run
             errors[rid] = f"deleting objects: {exc}"
     crash_point("objects")
@@ -352,9 +366,16 @@ def purge(
     actor: str,
     early_reason: str | None = None,
 ) -> PurgeResult:
-    """Shred, delete objects, finalise: the whole path for a batch of recordings."""
+    """Check the store's holds, shred, delete objects, finalise: the whole path for a batch of recordings.
+
+    A recording whose objects the store holds is refused before step 1 (reported in
+    ``store_held`` and ``errors``), so it never loses its keys while its audio must stay.
+    """
+    with sessions() as session:
+        refused = store_check(session, store, ids, now, early_reason)
     with sessions() as session, session.begin():
-        outcome = shred(session, ids, now=now, actor=actor, early_reason=early_reason)
+        outcome = shred(session, [i for i in ids if i not in refused], now=now, actor=actor, early_reason=early_reason)
+    outcome.store_held = refused
     crash_point("shred")
     purged, errors = complete(sessions, store, key, outcome.shredded, now)
-    return PurgeResult(outcome, purged, errors)
+    return PurgeResult(outcome, purged, {**refused, **errors})

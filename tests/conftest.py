@@ -20,14 +20,49 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.bootstrap import InitResult, init_data_dir
 from api.settings import Settings
+from tests.backends import AWS_ENV, AWS_UNSET, BACKENDS, POSTGRES_S3, SERVICE_VARS
 from tests.factories import SimDevice
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _backend_session() -> Iterator[None]:
+    """PostgreSQL+S3 mode: fake AWS credentials for the whole run; stop moto at the end."""
+    with pytest.MonkeyPatch.context() as mp:
+        if POSTGRES_S3:
+            for name, value in AWS_ENV.items():
+                mp.setenv(name, value)
+            for name in AWS_UNSET:
+                mp.delenv(name, raising=False)
+        try:
+            yield
+        finally:
+            BACKENDS.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def backend_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Every test's service settings (COUNTERSIGN_DATABASE_URL, _STORE, _S3_*) through the environment.
+
+    SQLite mode clears them, so a developer's shell cannot point the tests at a real database;
+    PostgreSQL+S3 mode sets a fresh schema and bucket, dropped after the test. In-process
+    Settings() and the CLI subprocesses (cli_env keeps these) both pick them up.
+    """
+    for name in SERVICE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    allocation = BACKENDS.allocate()
+    for name, value in allocation.env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield allocation.env
+    finally:
+        BACKENDS.release(allocation)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "server", env="development", database_url=None)
+    return Settings(data_dir=tmp_path / "server", env="development")
 
 
 @pytest.fixture
@@ -105,7 +140,8 @@ def free_port() -> int:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERSIGN_")}
+    # The test backend's service settings pass through (set by backend_env); nothing else of the host's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERSIGN_") or k in SERVICE_VARS}
     env.update({"COUNTERSIGN_ENV": "development", "PYTHONUNBUFFERED": "1"}, **extra)
     return env
 

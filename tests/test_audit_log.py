@@ -8,6 +8,7 @@ detects the change and names where it is.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -64,12 +65,25 @@ def verify(client: TestClient, world: World, initialised: InitResult) -> VerifyR
 
 
 def attacker_sql(client: TestClient, *statements: str) -> None:
-    """Drop the guards and run raw SQL, as someone with a database shell would."""
+    """Drop the guards and run raw SQL, as someone with a database shell would.
+
+    Statements are written in SQLite's dialect; on PostgreSQL the blob literals
+    x'..' become decode('..', 'hex') (x'..' is a bit string there) and the session
+    runs in UTC so zone-less timestamp literals mean what they mean on SQLite.
+    """
     with services(client).engine.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
         for table in ("access_log", "audit_checkpoints"):
+            if postgres:
+                conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
+                continue
             for op in ("update", "delete"):
                 conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_{op}"))
         for statement in statements:
+            if postgres:
+                statement = re.sub(r"x'([0-9a-f]*)'", r"decode('\1', 'hex')", statement)
             conn.execute(text(statement))
 
 

@@ -60,6 +60,7 @@ from api.services import Services
 from api.settings import Settings
 from api.storage.interface import segment_key
 from api.tokens import token_hash
+from tests.backends import BACKENDS
 from tests.conftest import World, bearer, enrol_sim_device
 from tests.factories import SimRecording
 
@@ -156,7 +157,8 @@ def build_world(client: TestClient, admin: str) -> World:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data: Path = tmp_path_factory.mktemp("authz") / "server"
-    settings = Settings(data_dir=data, env="development", database_url=None)
+    backend = BACKENDS.allocate()  # its own database: it outlives each test's
+    settings = Settings(data_dir=data, env="development", **backend.settings)
     init = init_data_dir(settings)
     app = create_app(settings)
     with TestClient(app) as client:
@@ -182,6 +184,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         partial.evidence = partial.open_recording(3)
         partial.upload(partial.evidence)
         yield partial
+    BACKENDS.release(backend)
 
 
 # --------------------------------------------------------------------------- the table

@@ -36,6 +36,7 @@ from api.models import AccessLog, Device, Hold, Recording
 from api.services import Services
 from api.settings import Settings
 from evidence.chain import header_hash, sign_header
+from tests.backends import BACKENDS
 from tests.conftest import bearer, enrol_sim_device
 from tests.factories import SimDevice, SimRecording, tone
 
@@ -114,7 +115,7 @@ class Env:
 
 
 def make_env(data: Path, **overrides: Any) -> Env:
-    settings = Settings(data_dir=data, env="development", database_url=None, **overrides)
+    settings = Settings(data_dir=data, env="development", **overrides)
     admin = init_data_dir(settings).admin_token
     app = create_app(settings)
     client = TestClient(app)
@@ -155,9 +156,11 @@ def make_env(data: Path, **overrides: Any) -> Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    made = make_env(tmp_path_factory.mktemp("bad-input") / "server")
+    backend = BACKENDS.allocate()  # its own database: it outlives each test's
+    made = make_env(tmp_path_factory.mktemp("bad-input") / "server", **backend.settings)
     yield made
     made.client.__exit__(None, None, None)
+    BACKENDS.release(backend)
 
 
 @pytest.fixture(autouse=True)
@@ -867,7 +870,7 @@ def test_expired_enrolment_code(env: Env) -> None:
 
 
 def test_enrolment_ttl_zero_expires_at_once(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "server", env="development", database_url=None, enrolment_ttl_seconds=0)
+    settings = Settings(data_dir=tmp_path / "server", env="development", enrolment_ttl_seconds=0)
     admin = bearer(init_data_dir(settings).admin_token)
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/sites", json={"id": "north"}, headers=admin).status_code == 201

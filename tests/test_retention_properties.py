@@ -57,6 +57,7 @@ from retention.decide import HoldFacts, RecordingFacts
 from retention.policy import SHIPPED_DEFAULTS, Category, Rule
 from retention.purge import verify_deletion_record
 from retention.store import DEFAULT_SCOPE, recompute_for_rule, refresh_retention
+from tests.backends import BACKENDS
 from tests.factories import SimDevice
 from tests.retention_reference import ref_may_purge
 
@@ -73,7 +74,8 @@ class RetentionMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="retention-machine-"))
-        config = Settings(data_dir=self.tmp / "server", env="development", database_url=None)
+        self.backend = BACKENDS.allocate()  # a fresh database per example, not per test
+        config = Settings(data_dir=self.tmp / "server", env="development", **self.backend.settings)
         init_data_dir(config)
         self.svc = build_services(config)
         self.now = utcnow()
@@ -101,6 +103,7 @@ class RetentionMachine(RuleBasedStateMachine):
             self._check_live_recordings_read()
         finally:
             self.svc.engine.dispose()
+            BACKENDS.release(self.backend)
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ----------------------------------------------------------------------- the model

@@ -18,6 +18,7 @@ from api.settings import Settings
 from api.storage.interface import segment_key
 from api.storage.s3 import BucketNotUsable, S3Store
 from tests.conftest import World, bearer
+from tests.retention_support import assert_intact
 
 if TYPE_CHECKING:
     from tests.s3_server import MotoS3
@@ -93,10 +94,10 @@ def test_early_deletion_leaves_no_version_behind(
     assert _versions(moto_s3, settings, str(rec.id)) == []  # no versions, no delete markers
 
 
-def test_a_store_level_hold_outlives_a_purge(
+def test_a_store_level_hold_stops_a_purge_before_shredding(
     client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
 ) -> None:
-    """Even if the database said "delete", object lock keeps a held segment (the keys are still shredded)."""
+    """Even if the database said "delete", object lock keeps a held segment, so the keys are kept too."""
     rec = _upload(client, world, 2)
     held = segment_key(str(rec.id), 0)
     _services(client).store.set_legal_hold(held, True)
@@ -105,10 +106,11 @@ def test_a_store_level_hold_outlives_a_purge(
         params={"reason": "recorded by mistake at the wrong counter"},
         headers=bearer(world.officer),
     )
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["state"] == "shredding"  # the object step failed and will be retried
+    assert reply.status_code == 409, reply.text
+    assert f"the object store holds {held}" in reply.json()["detail"]
     assert f"{PREFIX}/{held}" in _versions(moto_s3, settings, str(rec.id))
     assert _services(client).store.legal_hold(held)
+    assert_intact(_services(client), str(rec.id), 2)  # not shredded: the audio it keeps stays readable
 
 
 @pytest.mark.usefixtures("initialised")

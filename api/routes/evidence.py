@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from sqlalchemy import select
 
 from api.audit import record_committed, record_event
 from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
@@ -20,6 +19,7 @@ from api.ingest import expire_stale
 from api.models import Recording
 from api.retrieval import read_audio, segments_of
 from api.schemas import RecordingDetail, RecordingPublic, SegmentPublic
+from api.search import evidence_search
 from evidence import audio
 from evidence.errors import IntegrityError
 from retention.decide import HoldFacts, covering_holds
@@ -78,18 +78,9 @@ def list_evidence(
     if expire_stale(session, services.settings.interrupted_after_seconds):
         session.commit()
     sites = officer.sites if site is None else officer.sites & {site}
-    query = select(Recording).where(Recording.site_id.in_(sites), Recording.purge_state.is_(None))
-    if since is not None:
-        query = query.where(Recording.started_at >= since)
-    if until is not None:
-        query = query.where(Recording.started_at < until)
-    if incident is not None:
-        flagged = Recording.incident_category.is_not(None)
-        query = query.where(flagged if incident else ~flagged)
-    rows = list(session.scalars(query.order_by(Recording.started_at.desc()).limit(limit)))
-    record_committed(
-        services.sessions, actor=officer.actor, action="api:evidence:list", detail={"site": site, "results": len(rows)}
-    )
+    rows = list(session.scalars(evidence_search(sites, since, until, incident, limit)))
+    record_event(session, actor=officer.actor, action="api:evidence:list", detail={"site": site, "results": len(rows)})
+    session.commit()
     holds = active_holds(session)
     return [_public(r, holds) for r in rows]
 

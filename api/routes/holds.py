@@ -3,16 +3,19 @@
 A hold names a case and a reason, covers explicit recordings and/or a scope
 (site, device, time range, incident category) that also catches recordings
 made later, never expires, and is released only by an audited action with a
-reason. A held recording cannot be deleted by anyone (retention.purge).
+reason. A held recording cannot be deleted by anyone (retention.purge), and
+its objects carry the store's own legal hold too (retention.holds_sync), so a
+client going around the service cannot delete them either.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.audit import record_event
@@ -20,8 +23,10 @@ from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
 from api.models import Device, Hold, HoldRecording, Recording, utcnow
 from api.retention_schemas import HoldCreate, HoldPublic, HoldRelease
 from api.services import Services
+from retention.holds_sync import catch_up, covered_ids, covers_clause, place_store_holds, release_store_holds
 
 router = APIRouter(prefix="/v1/holds", tags=["holds"])
+log = logging.getLogger(__name__)
 
 
 def _public(hold: Hold, covers: int | None = None) -> HoldPublic:
@@ -48,20 +53,7 @@ def _public(hold: Hold, covers: int | None = None) -> HoldPublic:
 
 def covered_count(session: Session, hold: Hold) -> int:
     """How many live recordings the hold covers now (SQL mirror of retention.decide.hold_covers)."""
-    explicit = Recording.id.in_(select(HoldRecording.recording_id).where(HoldRecording.hold_id == hold.id))
-    scope: ColumnElement[bool] = false()
-    if hold.scoped:
-        conditions = [Recording.site_id == hold.site_id]
-        if hold.device_id is not None:
-            conditions.append(Recording.device_id == hold.device_id)
-        if hold.started_from is not None:
-            conditions.append(Recording.started_at >= hold.started_from)
-        if hold.started_to is not None:
-            conditions.append(Recording.started_at < hold.started_to)
-        if hold.incident_category is not None:
-            conditions.append(Recording.incident_category == hold.incident_category)
-        scope = and_(*conditions)
-    query = select(func.count()).where(Recording.purge_state.is_(None), or_(explicit, scope))
+    query = select(func.count()).where(Recording.purge_state.is_(None), covers_clause(hold))
     return session.scalar(query) or 0
 
 
@@ -151,7 +143,17 @@ def create_hold(
             "recordings": ids,
         },
     )
+    # The store's holds go on before the hold commits, so that "held here ⇒ held in the store" holds
+    # across a crash (a crash leaves extra store holds, never missing ones; retention.holds_sync).
+    try:
+        seen = place_store_holds(session, services.store, covered_ids(session, hold))
+    except Exception as exc:
+        session.rollback()
+        log.warning("hold not placed: the object store failed", exc_info=True)
+        detail = f"the object store could not place its legal hold ({exc}); nothing was held, retry"
+        raise HTTPException(503, detail) from exc
     session.commit()
+    catch_up(services.sessions, services.store, hold.id, seen)  # segments uploaded while we were at it
     return _public(hold, covered_count(session, hold))
 
 
@@ -205,5 +207,8 @@ def release_hold(
         purpose=body.reason,
         detail={"case": hold.case_ref},
     )
+    # Released here first, in the store after: a crash in between leaves store holds that this
+    # released hold explains, which the purge releases; never a recording held here but not there.
     session.commit()
+    release_store_holds(services.sessions, services.store, hold.id)
     return _public(hold)

@@ -15,6 +15,7 @@ from api.deps import DeviceDep, ServicesDep, SessionDep
 from api.ingest import SegmentUpload, add_segment, create_recording, mark_interrupted, own_recording
 from api.models import Device
 from api.schemas import IncidentFlag, RecordingCreate
+from retention.holds_sync import hold_if_covered
 from retention.store import refresh_retention
 
 router = APIRouter(prefix="/v1/recordings", tags=["ingest"])
@@ -107,7 +108,7 @@ def interrupt(recording_id: uuid.UUID, principal: DeviceDep, session: SessionDep
 
 @router.post("/{recording_id}/incident")
 def flag_incident(
-    recording_id: uuid.UUID, body: IncidentFlag, principal: DeviceDep, session: SessionDep
+    recording_id: uuid.UUID, body: IncidentFlag, principal: DeviceDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, str]:
     """Staff flagged the interaction as an incident at the counter."""
     recording = own_recording(session, principal.id, recording_id)
@@ -122,6 +123,7 @@ def flag_incident(
         target=f"recording:{recording.id}",
         detail={"category": body.category, "retain_until": [_iso(old), _iso(new)]},
     )
+    hold_if_covered(session, services.store, recording)  # a scoped hold on this category: store hold before commit
     session.commit()
     return {"id": recording.id, "incident_category": body.category}
 

@@ -20,6 +20,7 @@ from api.models import Recording, Tombstone, utcnow
 from api.retention_schemas import DeletionPublic, ExtendBody, FlagBody, RetentionChange, TombstonePublic
 from api.services import Services
 from retention.decide import covering_holds
+from retention.holds_sync import hold_if_covered
 from retention.purge import purge
 from retention.store import active_holds, facts_of, refresh_retention
 
@@ -83,6 +84,7 @@ def flag(
         target=f"recording:{recording.id}",
         detail={"category": body.category, "previous": previous, "retain_until": [_iso(old), _iso(new)]},
     )
+    hold_if_covered(session, services.store, recording)  # a scoped hold on this category: store hold before commit
     session.commit()
     return _change(recording)
 
@@ -184,6 +186,18 @@ def delete_recording(
     )
     if result.shred.held:  # a hold arrived between the check above and the shredding
         raise refuse_held(result.shred.held[str(recording_id)])
+    if str(recording_id) in result.shred.store_held:  # nothing was shredded: say which object, and why
+        why = result.shred.store_held[str(recording_id)]
+        record_committed(
+            services.sessions,
+            actor=officer.actor,
+            action="api:recording:delete",
+            target=target,
+            outcome="denied",
+            purpose=reason,
+            detail={"store_hold": why},
+        )
+        raise HTTPException(409, f"recording cannot be deleted: {why}")
     if result.shred.not_claimed:
         raise HTTPException(410, f"recording {recording_id} is already being deleted")
     with services.sessions() as fresh:

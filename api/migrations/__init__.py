@@ -1,0 +1,1 @@
+"""Alembic environment and revisions; see api.migrate."""
