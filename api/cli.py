@@ -10,6 +10,7 @@ import typer
 
 from api.bootstrap import AlreadyInitialised, init_data_dir
 from api.keys import KeyFileError
+from api.migrate import upgrade
 from api.settings import Settings, SettingsError
 
 app = typer.Typer(no_args_is_help=True, help="Initialise and run the Countersign service.")
@@ -33,7 +34,9 @@ def init(
         result = init_data_dir(settings, admin_name)
     except AlreadyInitialised as exc:
         if exist_ok:
-            typer.echo(f"{data} is already initialised; nothing to do")
+            # Containers run this on every start: an existing deployment gets pending migrations.
+            upgrade(settings.sqlalchemy_url)
+            typer.echo(f"{data} is already initialised; schema upgraded to the latest revision")
             return
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

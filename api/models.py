@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -166,7 +167,7 @@ class AccessLog(Base):
     """
 
     __tablename__ = "access_log"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(80))  # user:<id>, device:<id>, anonymous, system
     action: Mapped[str] = mapped_column(String(64), index=True)  # source:subject:action
@@ -184,9 +185,9 @@ class AuditHead(Base):
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger)  # 64-bit: 2,000 uploads/s would pass 2**31 in 12 days
     chain_hash: Mapped[bytes]
-    checkpoint_seq: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     checkpoint_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -194,7 +195,7 @@ class AuditCheckpoint(Base):
     """A signed statement by the service: the log had this head at this time."""
 
     __tablename__ = "audit_checkpoints"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     chain_hash: Mapped[bytes]
     at: Mapped[datetime]
     signature: Mapped[bytes]
@@ -265,7 +266,7 @@ class Tombstone(Base):
     shredded_at: Mapped[datetime]
     purged_at: Mapped[datetime | None]
     segment_count: Mapped[int | None] = mapped_column(Integer)
-    bytes_total: Mapped[int | None] = mapped_column(Integer)
+    bytes_total: Mapped[int | None] = mapped_column(BigInteger)
     head_hash: Mapped[bytes | None]
     ciphertext_digest: Mapped[bytes | None]  # sha256 over the segments' ciphertext sha256s, in order
     record: Mapped[dict[str, Any] | None]  # the deletion record, as signed

@@ -65,9 +65,9 @@ def _check_against_audit_log(session: Session, recording: Recording, segments: i
     "interrupted" would otherwise look exactly like a destroyed device.
     """
     uploads = session.scalars(
-        select(AccessLog.detail).where(
-            AccessLog.target == f"recording:{recording.id}", AccessLog.action == "api:segment:upload"
-        )
+        select(AccessLog.detail)
+        .where(AccessLog.target == f"recording:{recording.id}", AccessLog.action == "api:segment:upload")
+        .order_by(AccessLog.seq.desc())  # newest first: a final upload is reported as such, deterministically
     )
     for detail in uploads:
         index = int(detail.get("index", -1))

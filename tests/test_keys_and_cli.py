@@ -62,6 +62,9 @@ def test_cli_init_refuses_placeholder_and_run_refuses_too(tmp_path: Path) -> Non
     countersign("server", "init", "--data", str(tmp_path / "d"))  # development
     again = countersign("server", "init", "--data", str(tmp_path / "d"), check=False)
     assert again.returncode == 2 and "already initialised" in again.stderr
+    containers = countersign("server", "init", "--data", str(tmp_path / "d"), "--exist-ok")
+    assert "schema upgraded" in containers.stdout
+    assert "up to date" in countersign("db", "current", "--data", str(tmp_path / "d")).stdout
     run = countersign("server", "run", "--data", str(tmp_path / "d"), env=env, check=False)
     assert run.returncode == 2 and "COUNTERSIGN_KEY_PASSPHRASE" in run.stderr
 

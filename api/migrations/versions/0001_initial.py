@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "access_log",
-        sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=80), nullable=False),
         sa.Column("action", sa.String(length=64), nullable=False),
@@ -42,7 +42,7 @@ def upgrade() -> None:
 
     op.create_table(
         "audit_checkpoints",
-        sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("chain_hash", sa.LargeBinary(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("signature", sa.LargeBinary(), nullable=False),
@@ -51,9 +51,9 @@ def upgrade() -> None:
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("chain_hash", sa.LargeBinary(), nullable=False),
-        sa.Column("checkpoint_seq", sa.Integer(), nullable=False),
+        sa.Column("checkpoint_seq", sa.BigInteger(), nullable=False),
         sa.Column("checkpoint_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -268,7 +268,7 @@ def upgrade() -> None:
         sa.Column("shredded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("segment_count", sa.Integer(), nullable=True),
-        sa.Column("bytes_total", sa.Integer(), nullable=True),
+        sa.Column("bytes_total", sa.BigInteger(), nullable=True),
         sa.Column("head_hash", sa.LargeBinary(), nullable=True),
         sa.Column("ciphertext_digest", sa.LargeBinary(), nullable=True),
         sa.Column("record", sa.JSON(), nullable=True),
