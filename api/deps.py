@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.audit import record_committed
-from api.models import Device, User
+from api.models import Device, Recording, User
 from api.services import Services
 from api.tokens import token_hash
 
@@ -100,3 +101,22 @@ AdminDep = Annotated[Principal, Depends(require("admin"))]
 DeviceDep = Annotated[Principal, Depends(require("device"))]
 OfficerDep = Annotated[Principal, Depends(require("officer"))]
 AuditorDep = Annotated[Principal, Depends(require("auditor"))]
+
+
+def recording_in_scope(
+    request: Request, services: Services, session: Session, principal: Principal, recording_id: uuid.UUID
+) -> Recording:
+    """The recording, if it exists and an officer's sites include it (auditors see every site); denials are logged."""
+    recording = session.get(Recording, str(recording_id))
+    if recording is None:
+        raise HTTPException(404, "no such recording")
+    if principal.role == "officer" and not principal.may_see_site(recording.site_id):
+        raise deny(services, request, 403, "recording belongs to a site outside your scope", principal.actor)
+    return recording
+
+
+def live(recording: Recording) -> Recording:
+    """Refuse a purged (or purging) recording with 410, pointing at its tombstone."""
+    if recording.purge_state is not None:
+        raise HTTPException(410, f"recording {recording.id} was deleted ({recording.purge_state}); see its tombstone")
+    return recording

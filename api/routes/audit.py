@@ -11,14 +11,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from api.audit import checkpoint_now, entry_fields, record_committed, record_event
 from api.audit_chain import EXPORT_FORMAT, GENESIS, timestamp
-from api.deps import AuditorDep, Principal, ServicesDep, SessionDep, deny, require
-from api.models import AccessLog, AuditCheckpoint, AuditHead, Recording
+from api.deps import AuditorDep, Principal, ServicesDep, SessionDep, recording_in_scope, require
+from api.models import AccessLog, AuditCheckpoint, AuditHead
 from api.schemas import AccessLogPublic, CheckpointPublic
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -130,11 +130,7 @@ def custody(
     recording_id: uuid.UUID, request: Request, reader: CustodyReader, session: SessionDep, services: ServicesDep
 ) -> list[AccessLogPublic]:
     """Every event about one recording, oldest first (officers of its site, auditors)."""
-    recording = session.get(Recording, str(recording_id))
-    if recording is None:
-        raise HTTPException(404, "no such recording")
-    if reader.role == "officer" and not reader.may_see_site(recording.site_id):
-        raise deny(services, request, 403, "recording belongs to a site outside your scope", reader.actor)
+    recording = recording_in_scope(request, services, session, reader, recording_id)
     target = f"recording:{recording.id}"
     rows = session.scalars(select(AccessLog).where(AccessLog.target == target).order_by(AccessLog.seq))
     result = [AccessLogPublic.model_validate(r, from_attributes=True) for r in rows]

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.audit import record_committed, record_event
-from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
+from api.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
 from api.ingest import expire_stale
 from api.models import Recording
 from api.retrieval import read_audio, segments_of
@@ -49,19 +49,6 @@ def _public(r: Recording, holds: Sequence[HoldFacts] = ()) -> RecordingPublic:
     )
 
 
-def _visible(
-    request: Request, services: ServicesDep, session: SessionDep, officer: Principal, recording_id: uuid.UUID
-) -> Recording:
-    recording = session.get(Recording, str(recording_id))
-    if recording is None:
-        raise HTTPException(404, "no such recording")
-    if not officer.may_see_site(recording.site_id):
-        raise deny(services, request, 403, "recording belongs to a site outside your scope", officer.actor)
-    if recording.purge_state is not None:
-        raise HTTPException(410, f"recording {recording.id} was deleted ({recording.purge_state}); see its tombstone")
-    return recording
-
-
 @router.get("", response_model=list[RecordingPublic])
 def list_evidence(
     officer: OfficerDep,
@@ -91,7 +78,7 @@ def show_evidence(
 ) -> RecordingDetail:
     if expire_stale(session, services.settings.interrupted_after_seconds):
         session.commit()
-    recording = _visible(request, services, session, officer, recording_id)
+    recording = live(recording_in_scope(request, services, session, officer, recording_id))
     record_committed(
         services.sessions, actor=officer.actor, action="api:evidence:show", target=f"recording:{recording.id}"
     )
@@ -121,7 +108,7 @@ def get_audio(
 ) -> Response:
     if len(purpose.strip()) < 10:  # ten spaces are not a reason
         raise HTTPException(422, "purpose must say why you need this evidence (at least 10 characters)")
-    recording = _visible(request, services, session, officer, recording_id)
+    recording = live(recording_in_scope(request, services, session, officer, recording_id))
     target = f"recording:{recording.id}"
     # Audit first, committed before anything is read: if this fails, nothing is read. The
     # request's own session, not a second connection (two per request exhaust the pool).

@@ -12,10 +12,9 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from sqlalchemy.orm import Session
 
 from api.audit import record_committed, record_event
-from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
+from api.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
 from api.models import Recording, Tombstone, utcnow
 from api.retention_schemas import DeletionPublic, ExtendBody, FlagBody, RetentionChange, TombstonePublic
 from api.services import Services
@@ -34,23 +33,6 @@ MAX_EXTENSION = timedelta(days=36500)
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _scoped(
-    request: Request, services: Services, session: Session, officer: Principal, recording_id: uuid.UUID
-) -> Recording:
-    recording = session.get(Recording, str(recording_id))
-    if recording is None:
-        raise HTTPException(404, "no such recording")
-    if not officer.may_see_site(recording.site_id):
-        raise deny(services, request, 403, "recording belongs to a site outside your scope", officer.actor)
-    return recording
-
-
-def _live(recording: Recording) -> Recording:
-    if recording.purge_state is not None:
-        raise HTTPException(410, f"recording {recording.id} was deleted ({recording.purge_state}); see its tombstone")
-    return recording
 
 
 def _change(recording: Recording) -> RetentionChange:
@@ -73,7 +55,7 @@ def flag(
     services: ServicesDep,
 ) -> RetentionChange:
     """Flag (or re-categorise) a recording as an incident; its retain-until date is recomputed."""
-    recording = _live(_scoped(request, services, session, officer, recording_id))
+    recording = live(recording_in_scope(request, services, session, officer, recording_id))
     previous = recording.incident_category
     recording.incident_category = body.category
     old, new = refresh_retention(session, recording)
@@ -101,7 +83,7 @@ def extend(
     """Keep a recording at least until a date; no policy change can shorten it afterwards."""
     if body.until.tzinfo is None:
         raise HTTPException(422, "until needs a time zone, e.g. 2030-01-01T00:00:00+09:00")
-    recording = _live(_scoped(request, services, session, officer, recording_id))
+    recording = live(recording_in_scope(request, services, session, officer, recording_id))
     now = utcnow()
     if not now < body.until <= now + MAX_EXTENSION:
         raise HTTPException(422, "until must be in the future (and within 100 years)")
@@ -154,7 +136,7 @@ def delete_recording(
     services: ServicesDep,
 ) -> DeletionPublic:
     """Delete a recording before its time (made by mistake, a data-subject request). Never while held."""
-    recording = _live(_scoped(request, services, session, officer, recording_id))
+    recording = live(recording_in_scope(request, services, session, officer, recording_id))
     target = f"recording:{recording.id}"
 
     def refuse_held(refs: tuple[str, ...] | list[str]) -> HTTPException:
@@ -214,7 +196,7 @@ def tombstone(
     recording_id: uuid.UUID, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
 ) -> TombstonePublic:
     """What remains of a deleted recording: times, hashes, why, and the signed deletion record."""
-    recording = _scoped(request, services, session, officer, recording_id)
+    recording = recording_in_scope(request, services, session, officer, recording_id)
     tomb = session.get(Tombstone, recording.id)
     if tomb is None:
         raise HTTPException(404, "this recording has not been deleted")
