@@ -10,10 +10,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import admin, audit, enrol, evidence, health, holds, ingest, lifecycle, policies
-from api.services import Services, build_services
-from api.settings import Settings
+from api.core.services import Services, build_services
+from api.core.settings import Settings
+from api.routes import admin, audit, enrol, evidence, health, ingest
 from evidence.errors import EvidenceError, FormatError, IntegrityError, KeyUnavailableError
+from retention.routes import holds, policies
 
 
 def _json_safe(value: Any) -> Any:
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     for module in (health, admin, enrol, ingest, evidence, audit):
         app.include_router(module.router)
-    for module in (holds, policies, lifecycle):  # retention: legal holds, policies, officer lifecycle actions
+    for module in (holds, policies):  # the retention domain: legal holds and policies
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)

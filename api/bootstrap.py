@@ -7,15 +7,16 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from api.audit import init_head, record_event
-from api.db import make_engine, transaction
-from api.keys import KEYS_DIR, KeyCustodian
+from api.core.audit import init_head, record_event
+from api.core.db import make_engine, transaction
+from api.core.keys import KEYS_DIR, KeyCustodian
+from api.core.models import EvidenceKey, NoticeRow, User
+from api.core.services import audit_sessions
+from api.core.settings import Settings
+from api.core.tokens import new_token, token_hash
 from api.migrate import upgrade
-from api.models import EvidenceKey, NoticeRow, User
-from api.services import audit_sessions
-from api.settings import Settings
-from api.tokens import new_token, token_hash
 from consent.catalogue import builtin_notices
+from evidence.audit_actions import Action
 
 
 class AlreadyInitialised(RuntimeError):
@@ -55,7 +56,7 @@ def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:
         admin = User(id=str(uuid.uuid4()), name=admin_name, role="admin", token_hash=token_hash(token))
         session.add(admin)
         record_event(
-            session, actor="system", action="cli:server:init", target=f"user:{admin.id}", detail={"evidence_key": kid}
+            session, actor="system", action=Action.SERVER_INIT, target=f"user:{admin.id}", detail={"evidence_key": kid}
         )
     engine.dispose()
     return InitResult(token, kid, bytes(custodian.signing_key.verify_key).hex())

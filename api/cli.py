@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from api.bootstrap import AlreadyInitialised, init_data_dir
-from api.keys import KeyFileError
+from api.core.keys import KeyFileError
+from api.core.settings import Settings, SettingsError
 from api.migrate import upgrade
-from api.settings import Settings, SettingsError
 
 app = typer.Typer(no_args_is_help=True, help="Initialise and run the Countersign service.")
 

@@ -12,10 +12,11 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.audit import record_committed
-from api.models import Device, Recording, User
-from api.services import Services
-from api.tokens import token_hash
+from api.core.audit import record_committed
+from api.core.models import Device, Recording, User
+from api.core.services import Services
+from api.core.tokens import token_hash
+from evidence.audit_actions import Action
 
 ROLES = ("device", "officer", "admin", "auditor")
 _RECORDING_IN_PATH = re.compile(r"^/v1/(?:evidence|recordings|audit/custody)/([0-9a-fA-F-]{36})(?:/|$)")
@@ -60,7 +61,7 @@ def deny(services: Services, request: Request, status: int, detail: str, actor: 
     record_committed(
         services.sessions,
         actor=actor,
-        action="api:access:denied",
+        action=Action.ACCESS_DENIED,
         target=f"recording:{about.group(1)}" if about else f"{request.method} {path}",
         outcome="denied",
         detail={"status": status, "reason": detail, "request": f"{request.method} {path}"},

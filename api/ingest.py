@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import nacl.signing
 from fastapi import HTTPException
@@ -19,13 +19,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
-from api.audit import record_event
-from api.models import Device, EvidenceKey, NoticeRow, Recording, SealedKey, Segment, utcnow
+from api.core.audit import record_event
+from api.core.models import Device, EvidenceKey, NoticeRow, Recording, SealedKey, Segment, utcnow
+from api.core.storage import BlobStore
+from api.core.storage.interface import segment_key
 from api.schemas import RecordingCreate
-from api.storage import BlobStore
-from api.storage.interface import segment_key
 from consent.records import ConsentError, ConsentRecord
 from evidence import FORMAT_VERSION
+from evidence.audit_actions import Action
 from evidence.chain import SegmentStatement, SignedSegment, header_hash, verify_header, verify_segment
 from evidence.envelope import check_envelope
 from evidence.errors import EvidenceError
@@ -131,7 +132,7 @@ def create_recording(session: Session, device: Device, body: RecordingCreate) ->
     record_event(
         session,
         actor=f"device:{device.id}",
-        action="api:consent:objected" if objected else "api:recording:create",
+        action=Action.CONSENT_OBJECTED if objected else Action.RECORDING_CREATE,
         target=f"recording:{recording.id}",
         detail={"notice": f"{consent.notice_id}/v{consent.notice_version}/{consent.language}"},
     )
@@ -153,7 +154,7 @@ def own_recording(session: Session, device_id: str, recording_id: uuid.UUID) -> 
     if recording is not None and recording.device_id != device_id:
         # Logged (a device reaching for another's evidence), yet answered like "absent": no probing.
         record_event(
-            session, actor=f"device:{device_id}", action="api:access:denied", target=f"recording:{recording.id}",
+            session, actor=f"device:{device_id}", action=Action.ACCESS_DENIED, target=f"recording:{recording.id}",
             outcome="denied", detail={"status": 404, "reason": "recording belongs to another device"},
         )  # fmt: skip
         session.commit()
@@ -231,7 +232,7 @@ def add_segment(session: Session, store: BlobStore, device: Device, recording_id
     record_event(
         session,
         actor=f"device:{device.id}",
-        action="api:segment:upload",
+        action=Action.SEGMENT_UPLOAD,
         target=f"recording:{recording.id}",
         detail={"index": up.index, "final": up.final, "sha256": ciphertext_sha256.hex()},
     )
@@ -240,29 +241,3 @@ def add_segment(session: Session, store: BlobStore, device: Device, recording_id
     except DBIntegrityError as exc:
         raise _reject(409, f"segment {up.index} was stored concurrently; retry") from exc
     return True
-
-
-def mark_interrupted(session: Session, recording: Recording, actor: str, reason: str) -> None:
-    if recording.status != "open":
-        return
-    recording.status = "interrupted"
-    recording.ended_at = utcnow()
-    refresh_retention(session, recording)  # now under the "interrupted" policy
-    record_event(
-        session,
-        actor=actor,
-        action="api:recording:interrupted",
-        target=f"recording:{recording.id}",
-        detail={"reason": reason},
-    )
-
-
-def expire_stale(session: Session, timeout_seconds: int) -> int:
-    """Open recordings silent for longer than the timeout become interrupted (device lost)."""
-    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
-    stale = session.scalars(select(Recording).where(Recording.status == "open", Recording.last_activity_at < cutoff))
-    count = 0
-    for recording in stale:
-        mark_interrupted(session, recording, "system", f"no segment for {timeout_seconds} s")
-        count += 1
-    return count

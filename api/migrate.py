@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-from api.db import make_engine
+from api.core.db import make_engine
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent / "migrations"
 

@@ -16,10 +16,11 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.keys import KeyCustodian
-from api.models import AccessLog, Device, Recording, Segment
-from api.storage import BlobStore, ObjectMissing
+from api.core.keys import KeyCustodian
+from api.core.models import AccessLog, Device, Recording, Segment
+from api.core.storage import BlobStore, ObjectMissing
 from evidence import audio
+from evidence.audit_actions import Action
 from evidence.chain import SegmentStatement, SignedSegment, verify_chain
 from evidence.envelope import open_segment
 from evidence.errors import FormatError, IntegrityError
@@ -66,7 +67,7 @@ def _check_against_audit_log(session: Session, recording: Recording, segments: i
     """
     uploads = session.scalars(
         select(AccessLog.detail)
-        .where(AccessLog.target == f"recording:{recording.id}", AccessLog.action == "api:segment:upload")
+        .where(AccessLog.target == f"recording:{recording.id}", AccessLog.action == Action.SEGMENT_UPLOAD)
         .order_by(AccessLog.seq.desc())  # newest first: a final upload is reported as such, deterministically
     )
     for detail in uploads:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import raiseload
 
-from api.models import Recording
+from api.core.models import Recording
 
 
 def evidence_search(

@@ -4,7 +4,7 @@ offline verification rate of a large export next to raw SHA-256 on the same byte
     .venv/bin/python -m bench.audit_log                      # 1, 4, 8 threads; 2 processes; 1,000,000 entries
     .venv/bin/python -m bench.audit_log --entries 100000 --seconds 3
 
-Appends go through api.audit.record_committed on the embedded default (SQLite
+Appends go through api.core.audit.record_committed on the embedded default (SQLite
 WAL, synchronous=FULL), each its own committed transaction, as evidence reads
 and denials are written. The export to verify is built with the same hashing
 and signing code the service uses (entry hash, chain, a signed checkpoint every
@@ -26,13 +26,13 @@ from pathlib import Path
 import nacl.signing
 from sqlalchemy import func, select
 
-from api.audit import record_committed
-from api.audit_chain import EXPORT_FORMAT, GENESIS, chain_hash, entry_hash, sign_checkpoint, timestamp, verify_export
 from api.bootstrap import init_data_dir
-from api.models import AccessLog, utcnow
-from api.services import build_services
-from api.settings import Settings
+from api.core.audit import record_committed
+from api.core.models import AccessLog, utcnow
+from api.core.services import build_services
+from api.core.settings import Settings
 from bench._meta import load_average, revision
+from evidence.audit_log import EXPORT_FORMAT, GENESIS, chain_hash, entry_hash, sign_checkpoint, timestamp, verify_export
 
 
 def _writer(data_dir: str, seconds: float, counter: list[int], index: int) -> None:

@@ -41,10 +41,10 @@ if str(REPO) not in sys.path:
 from sqlalchemy import func, insert, select, update  # noqa: E402
 
 from api.bootstrap import init_data_dir  # noqa: E402
-from api.models import Device, Recording, SealedKey, Segment, Site, utcnow  # noqa: E402
-from api.services import Services, build_services  # noqa: E402
-from api.settings import Settings  # noqa: E402
-from api.storage.interface import segment_key  # noqa: E402
+from api.core.models import Device, Recording, SealedKey, Segment, Site, utcnow  # noqa: E402
+from api.core.services import Services, build_services  # noqa: E402
+from api.core.settings import Settings  # noqa: E402
+from api.core.storage.interface import segment_key  # noqa: E402
 from bench._meta import load_average, revision  # noqa: E402
 from retention import job  # noqa: E402
 

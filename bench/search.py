@@ -50,8 +50,8 @@ import psycopg  # noqa: E402
 from sqlalchemy import Index, Select, and_, select  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from api.db import make_engine, make_sessionmaker  # noqa: E402
-from api.models import Recording  # noqa: E402
+from api.core.db import make_engine, make_sessionmaker  # noqa: E402
+from api.core.models import Recording  # noqa: E402
 from api.search import evidence_search  # noqa: E402
 from bench._meta import load_average, revision  # noqa: E402
 
@@ -59,7 +59,7 @@ PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
 CATEGORIES = ("verbal-abuse", "threat", "excessive-demand", "physical", "other")
 SHAPES = ("site+7d", "site+7d+incident", "site+incident", "3 sites+7d")
 
-# The indexes this benchmark proposes for api/models.py, built in phase 2. The composite serves
+# The indexes this benchmark proposes for api/core/models.py, built in phase 2. The composite serves
 # every site + time-range query newest first (the route; holds.py's scoped hold matching) and
 # makes the single-column ix_recordings_site_id redundant; the partial one holds only live
 # incidents, so "newest incidents of a site" reads exactly `limit` index entries.
@@ -508,7 +508,7 @@ def main() -> None:
                     f"{shape:<18} {b50:11.2f} {b95:6.2f} | {a50:12.2f} {a95:6.2f} | {b95 / a95:7.1f}x"
                     f" | {np.mean(bb):7.0f} / {np.mean(ab):.0f}"
                 )
-        print("\nproposed for api/models.py (after the Recording class):")
+        print("\nproposed for api/core/models.py (after the Recording class):")
         print("\n".join("    " + line for line in PROPOSED_SOURCE.splitlines()))
     finally:
         if engine is not None:

@@ -1,24 +1,81 @@
-"""The `countersign` command: one entry point, one sub-command per package."""
+"""The `countersign` command: one entry point, one sub-command per package, imported on demand.
+
+Each machine installs only what it runs (a counter PC has no FastAPI or SQLAlchemy,
+an officer's laptop has only the client), so no sub-command may be imported until
+it is asked for: `countersign --help` and every client command then start in a
+fraction of the time the server's imports take. The help text of each group is
+written here for the same reason; `tests/test_layers.py` checks it matches.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
-from api import admin_cli, audit_cli, db_cli, evidence_cli, hold_cli
-from api import cli as server_cli
-from recorder import cli as recorder_cli
-from retention import cli as retention_cli
+# name -> (module holding a Typer `app`, the extra that installs it, one line of help)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "server": ("api.cli", "server", "Initialise and run the Countersign service."),
+    "db": ("api.db_cli", "server", "Database schema: apply and show migrations."),
+    "retention": (
+        "retention.cli",
+        "server",
+        "Retention: purge what policy no longer lets us keep (on the server).",
+    ),
+    "recorder": ("recorder.cli", "recorder", "The counter agent: consent notice, record, spool, upload."),
+    "admin": ("client.admin", "client", "Administer sites, users, devices and retention policies."),
+    "evidence": ("client.evidence", "client", "Find, inspect and retrieve evidence (compliance officers)."),
+    "hold": ("client.holds", "client", "Legal holds: place, list, show and release (compliance officers)."),
+    "audit": ("client.audit", "client", "Read, export and verify the tamper-evident access log (auditors)."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A group whose sub-commands are imported only when one is invoked (or its help is asked for)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:  # typer's own click.Command
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module_name, extra, _ = SUBCOMMANDS[cmd_name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            missing = exc.name or str(exc)
+            typer.secho(
+                f"error: 'countersign {cmd_name}' is not installed on this machine (missing {missing}); "
+                f"install it with: pip install 'countersign[{extra}]'",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        command = typer.main.get_command(module.app)
+        command.name = cmd_name
+        return command
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # The help lists every group from the table above, without importing any of them.
+        rows = [(name, help_) for name, (_, _, help_) in SUBCOMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 app = typer.Typer(
+    cls=LazyGroup,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Countersign: audio evidence that is recorded openly, kept safe, and read only for a stated reason.",
 )
-app.add_typer(server_cli.app, name="server")
-app.add_typer(db_cli.app, name="db")
-app.add_typer(admin_cli.app, name="admin")
-app.add_typer(recorder_cli.app, name="recorder")
-app.add_typer(evidence_cli.app, name="evidence")
-app.add_typer(audit_cli.app, name="audit")
-app.add_typer(hold_cli.app, name="hold")
-app.add_typer(retention_cli.app, name="retention")
+
+
+@app.callback()
+def _root() -> None:
+    """Countersign: audio evidence that is recorded openly, kept safe, and read only for a stated reason."""
+
 
 if __name__ == "__main__":
     app()

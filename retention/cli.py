@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
-from api.keys import KeyFileError
-from api.models import utcnow
-from api.services import Services, build_services
-from api.settings import Settings, SettingsError
+from api.core.keys import KeyFileError
+from api.core.models import utcnow
+from api.core.services import Services, build_services
+from api.core.settings import Settings, SettingsError
 from retention import job
 
 app = typer.Typer(no_args_is_help=True, help="Retention: purge what policy no longer lets us keep; report what is due.")

@@ -10,7 +10,7 @@ and every ordering below errs on the safe side: an object the store holds that n
 covers any more is only a delay (the purge clears it, below), the reverse would be evidence a
 bypassing client could delete.
 
-- *Placing* a hold (api.routes.holds) sets the store holds **before** the hold's transaction
+- *Placing* a hold (retention.routes.holds) sets the store holds **before** the hold's transaction
   commits; if the store fails, the transaction is rolled back and nothing is held. After the
   commit a catch-up pass holds segments whose upload raced the placement.
 - *Uploading* a segment (api.ingest.add_segment): put → store hold (if an active hold covers the
@@ -37,10 +37,11 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy import ColumnElement, and_, false, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.models import Hold, HoldRecording, Recording, Segment
-from api.storage import BlobStore
-from api.storage.interface import ObjectMissing, segment_key
+from api.core.models import Recording, Segment
+from api.core.storage import BlobStore
+from api.core.storage.interface import ObjectMissing, segment_key
 from retention.decide import RecordingFacts, covering_holds
+from retention.models import Hold, HoldRecording
 from retention.store import FACT_COLUMNS, active_holds, facts_from_row, facts_of, hold_facts
 
 log = logging.getLogger(__name__)

@@ -25,12 +25,13 @@ from typing import Any
 from sqlalchemy import Select, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
-from api.audit import record_committed
-from api.ingest import expire_stale
-from api.models import Recording, utcnow
-from api.services import Services
+from api.core.audit import record_committed
+from api.core.models import Recording, utcnow
+from api.core.services import Services
+from evidence.audit_actions import Action
 from retention.decide import Keep, decide
 from retention.holds_sync import reconcile_store_holds
+from retention.lifecycle import expire_stale
 from retention.purge import PURGED, SHREDDING, complete, purge
 from retention.store import FACT_COLUMNS, active_holds, facts_from_row, rules_in_force
 
@@ -217,7 +218,7 @@ def run(
             record_committed(
                 services.sessions,
                 actor=ACTOR,
-                action="retention:run:complete",
+                action=Action.RETENTION_RUN,
                 outcome="allowed" if summary.ok else "failed",
                 detail={
                     "now": now.isoformat(),

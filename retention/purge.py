@@ -42,14 +42,16 @@ import nacl.signing
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.audit import record_event
-from api.models import Recording, SealedKey, Segment, Tombstone
-from api.storage import BlobStore
-from api.storage.interface import ObjectHeld
+from api.core.audit import record_event
+from api.core.models import Recording, SealedKey, Segment
+from api.core.storage import BlobStore
+from api.core.storage.interface import ObjectHeld
+from evidence.audit_actions import Action
 from evidence.chain import canonical_json, header_hash
 from evidence.errors import IntegrityError
 from retention.decide import Decision, HoldFacts, Keep, Purge, RecordingFacts, covering_holds, decide
 from retention.holds_sync import check_store_holds, object_keys
+from retention.models import Tombstone
 from retention.policy import Rule
 from retention.store import active_holds, facts_of, purge_state_is, rules_in_force
 
@@ -207,7 +209,7 @@ def shred(
         record_event(
             session,
             actor=actor,
-            action="retention:recording:shred",
+            action=Action.RECORDING_SHRED,
             target=f"recording:{recording.id}",
             purpose=early_reason,
             detail={"reason": reason, "rule": rule, "sealed_keys": key_ids},
@@ -312,7 +314,7 @@ def _complete_tombstone(
     record_event(
         session,
         actor=tomb.actor,
-        action="retention:recording:purge",
+        action=Action.RECORDING_PURGE,
         target=f"recording:{recording.id}",
         detail={
             "rule": tomb.rule,

@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select, true, update
 from sqlalchemy.orm import Session
 
-from api.models import Hold, Recording, RetentionPolicy
+from api.core.models import Recording
 from retention.decide import HoldFacts, RecordingFacts, Schedule, retain_until
+from retention.models import Hold, RetentionPolicy
 from retention.policy import Category, Rule, effective_rules
 
 DEFAULT_SCOPE = "*"

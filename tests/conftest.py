@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.bootstrap import InitResult, init_data_dir
-from api.settings import Settings
+from api.core.settings import Settings
 from tests.backends import AWS_ENV, AWS_UNSET, BACKENDS, POSTGRES_S3, SERVICE_VARS
 from tests.factories import SimDevice
 

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.models import AccessLog, Recording, SealedKey, Segment, Tombstone, utcnow
-from api.services import Services
-from api.storage.interface import segment_key
+from api.core.models import AccessLog, Recording, SealedKey, Segment, utcnow
+from api.core.services import Services
+from api.core.storage.interface import segment_key
+from retention.models import Tombstone
 from retention.store import refresh_retention
 from tests.factories import SimDevice, SimRecording
 

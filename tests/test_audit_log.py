@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DatabaseError
 
-from api.audit import record_committed
-from api.audit_chain import GENESIS, VerifyReport, chain_hash, entry_hash, verify_export
 from api.bootstrap import InitResult
-from api.models import AccessLog, AuditCheckpoint, AuditHead
-from api.settings import Settings
+from api.core.audit import record_committed
+from api.core.models import AccessLog, AuditCheckpoint, AuditHead
+from api.core.settings import Settings
+from evidence.audit_log import GENESIS, VerifyReport, chain_hash, entry_hash, verify_export
 from tests.conftest import World, bearer, countersign
 
 

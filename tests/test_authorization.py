@@ -33,15 +33,11 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from api.bootstrap import init_data_dir
-from api.models import AccessLog, Hold, Recording, RetentionPolicy, Segment, User
-from api.retention_schemas import (
-    DeletionPublic,
-    HoldPublic,
-    PolicyChange,
-    PolicyPublic,
-    RetentionChange,
-    TombstonePublic,
-)
+from api.core.models import AccessLog, Recording, Segment, User
+from api.core.services import Services
+from api.core.settings import Settings
+from api.core.storage.interface import segment_key
+from api.core.tokens import token_hash
 from api.schemas import (
     AccessLogPublic,
     CheckpointPublic,
@@ -56,10 +52,15 @@ from api.schemas import (
     UserCreated,
     UserPublic,
 )
-from api.services import Services
-from api.settings import Settings
-from api.storage.interface import segment_key
-from api.tokens import token_hash
+from retention.models import Hold, RetentionPolicy
+from retention.schemas import (
+    DeletionPublic,
+    HoldPublic,
+    PolicyChange,
+    PolicyPublic,
+    RetentionChange,
+    TombstonePublic,
+)
 from tests.backends import BACKENDS
 from tests.conftest import World, bearer, enrol_sim_device
 from tests.factories import SimRecording

@@ -32,10 +32,11 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from api.bootstrap import init_data_dir
-from api.models import AccessLog, Device, Hold, Recording
-from api.services import Services
-from api.settings import Settings
+from api.core.models import AccessLog, Device, Recording
+from api.core.services import Services
+from api.core.settings import Settings
 from evidence.chain import header_hash, sign_header
+from retention.models import Hold
 from tests.backends import BACKENDS
 from tests.conftest import bearer, enrol_sim_device
 from tests.factories import SimDevice, SimRecording, tone

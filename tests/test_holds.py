@@ -9,7 +9,7 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.models import AccessLog, utcnow
+from api.core.models import AccessLog, utcnow
 from retention import job
 from tests.conftest import World, bearer
 from tests.retention_support import age, assert_intact, assert_purged_once, services_of, upload

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -13,8 +14,8 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.bootstrap import init_data_dir
-from api.keys import KeyFileError
-from api.settings import Settings, SettingsError
+from api.core.keys import KeyFileError
+from api.core.settings import Settings, SettingsError
 from countersign.cli import app as cli_app
 from tests.conftest import cli_env, countersign
 
@@ -69,13 +70,19 @@ def test_cli_init_refuses_placeholder_and_run_refuses_too(tmp_path: Path) -> Non
     assert run.returncode == 2 and "COUNTERSIGN_KEY_PASSPHRASE" in run.stderr
 
 
-def _commands(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every command path, walking groups (Typer ships its own click, so duck-type them)."""
-    found = []
-    for name, command in getattr(group, "commands", {}).items():
+def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path, walking groups (Typer ships its own click, so duck-type them).
+
+    Through list_commands/get_command, as click does: the top group imports its sub-commands lazily.
+    """
+    found: list[tuple[str, ...]] = []
+    if not hasattr(group, "list_commands"):
+        return found
+    ctx = typer.Context(group)
+    for name in group.list_commands(ctx):
         path = (*prefix, name)
         found.append(path)
-        found += _commands(command, path)
+        found += _commands(group.get_command(ctx, name), path)
     return found
 
 

@@ -16,8 +16,9 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
 
 from api import migrate
-from api.db import make_engine
-from api.models import AccessLog, Base, utcnow
+from api.core.db import make_engine
+from api.core.models import AccessLog, Base, utcnow
+from retention import models as _retention_tables  # noqa: F401  (registers them on Base.metadata)
 from tests.backends import BACKENDS, pg_url_for
 from tests.conftest import cli_env, countersign
 

@@ -27,14 +27,15 @@ from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 import retention.purge
-from api.models import AccessLog, Base, Recording, SealedKey, utcnow
-from api.services import Services
-from api.settings import Settings
-from api.storage.interface import segment_key
+from api.core.models import AccessLog, Base, Recording, SealedKey, utcnow
+from api.core.services import Services
+from api.core.settings import Settings
+from api.core.storage.interface import segment_key
 from countersign.cli import app as cli_app
 from evidence.envelope import open_segment
 from evidence.errors import IntegrityError, KeyUnavailableError
 from retention import job
+from retention import models as _retention_tables  # noqa: F401  (registers them on Base.metadata)
 from retention.decide import Keep, decide
 from retention.policy import SHIPPED_DEFAULTS
 from retention.purge import CRASH_ENV, PAUSE_ENV, verify_deletion_record

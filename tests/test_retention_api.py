@@ -8,7 +8,7 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.models import AccessLog, Recording, utcnow
+from api.core.models import AccessLog, Recording, utcnow
 from retention import job
 from tests.conftest import World, bearer
 from tests.retention_support import age, assert_intact, services_of, upload

@@ -32,28 +32,18 @@ from sqlalchemy import delete, func, select
 
 import retention.purge
 from api.bootstrap import init_data_dir
-from api.ingest import SegmentUpload, add_segment, create_recording, mark_interrupted
-from api.models import (
-    AccessLog,
-    Device,
-    Hold,
-    HoldRecording,
-    Recording,
-    RetentionPolicy,
-    SealedKey,
-    Segment,
-    Site,
-    Tombstone,
-    utcnow,
-)
+from api.core.models import AccessLog, Device, Recording, SealedKey, Segment, Site, utcnow
+from api.core.services import build_services
+from api.core.settings import Settings
+from api.core.storage.interface import segment_key
+from api.ingest import SegmentUpload, add_segment, create_recording
 from api.retrieval import read_audio
 from api.schemas import RecordingCreate
-from api.services import build_services
-from api.settings import Settings
-from api.storage.interface import segment_key
 from evidence.chain import sign_header
 from retention import job
 from retention.decide import HoldFacts, RecordingFacts
+from retention.lifecycle import mark_interrupted
+from retention.models import Hold, HoldRecording, RetentionPolicy, Tombstone
 from retention.policy import SHIPPED_DEFAULTS, Category, Rule
 from retention.purge import verify_deletion_record
 from retention.store import DEFAULT_SCOPE, recompute_for_rule, refresh_retention

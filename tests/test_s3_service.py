@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.services import Services
-from api.settings import Settings
-from api.storage.interface import segment_key
-from api.storage.s3 import BucketNotUsable, S3Store
+from api.core.services import Services
+from api.core.settings import Settings
+from api.core.storage.interface import segment_key
+from api.core.storage.s3 import BucketNotUsable, S3Store
 from tests.conftest import World, bearer
 from tests.retention_support import assert_intact
 

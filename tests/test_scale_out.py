@@ -14,7 +14,7 @@ import nacl.signing
 import pytest
 import soundfile as sf
 
-from api.audit_chain import verify_export
+from evidence.audit_log import verify_export
 from tests.conftest import Deployment, LiveServer, bearer, free_port
 from tests.factories import SimDevice
 

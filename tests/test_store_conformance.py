@@ -1,6 +1,6 @@
 """One behaviour for every blob store: the filesystem store, and S3 (moto on loopback, object-lock bucket).
 
-The parametrized suite is the contract (api/storage/interface.py). The S3-only tests at the end
+The parametrized suite is the contract (api/core/storage/interface.py). The S3-only tests at the end
 pin what cannot be seen through the interface: the request carries Content-MD5 and a SHA-256
 checksum, delete removes every version, an interrupted body never becomes an object.
 """
@@ -24,10 +24,10 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from api.storage import BlobStore, ObjectHeld, ObjectMissing
-from api.storage.filesystem import FilesystemStore
-from api.storage.interface import segment_key
-from api.storage.s3 import S3Store, UploadCorrupted
+from api.core.storage import BlobStore, ObjectHeld, ObjectMissing
+from api.core.storage.filesystem import FilesystemStore
+from api.core.storage.interface import segment_key
+from api.core.storage.s3 import S3Store, UploadCorrupted
 
 if TYPE_CHECKING:
     from tests.s3_server import MotoS3
@@ -64,7 +64,7 @@ class _HalfWriter:
 
 def _break_filesystem_put(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     real = os.fdopen
-    monkeypatch.setattr("api.storage.filesystem.os.fdopen", lambda fd, mode: _HalfWriter(real(fd, mode)))
+    monkeypatch.setattr("api.core.storage.filesystem.os.fdopen", lambda fd, mode: _HalfWriter(real(fd, mode)))
 
 
 def _break_s3_put(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,12 +16,12 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.models import Hold
-from api.settings import Settings
-from api.storage import BlobStore
-from api.storage.interface import segment_key
-from api.storage.s3 import S3Store
+from api.core.settings import Settings
+from api.core.storage import BlobStore
+from api.core.storage.interface import segment_key
+from api.core.storage.s3 import S3Store
 from retention import job
+from retention.models import Hold
 from tests.conftest import World, bearer
 from tests.retention_support import age, assert_intact, assert_purged_once, services_of, upload
 from tests.test_holds import create, release

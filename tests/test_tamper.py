@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from api.models import AccessLog, Device, Recording, SealedKey, Segment, utcnow
-from api.services import Services
-from api.storage.interface import segment_key
+from api.core.models import AccessLog, Device, Recording, SealedKey, Segment, utcnow
+from api.core.services import Services
+from api.core.storage.interface import segment_key
 from evidence import audio
 from evidence.chain import SegmentStatement, header_hash, sign_statement
 from evidence.envelope import new_data_key

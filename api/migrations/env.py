@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from api.models import Base
+from api.core.models import Base
+from retention import models as _retention_tables  # noqa: F401  (registers them on Base.metadata)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -8,9 +8,10 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
-from api.audit import record_event
+from api.core.audit import record_event
+from api.core.models import Device, Site, User, UserSite, utcnow
+from api.core.tokens import new_enrolment_code, new_token, token_hash
 from api.deps import AdminDep, ServicesDep, SessionDep
-from api.models import Device, Site, User, UserSite, utcnow
 from api.schemas import (
     DeviceCreate,
     DeviceCreated,
@@ -21,7 +22,7 @@ from api.schemas import (
     UserCreated,
     UserPublic,
 )
-from api.tokens import new_enrolment_code, new_token, token_hash
+from evidence.audit_actions import Action
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
@@ -38,7 +39,7 @@ def add_site(body: SiteCreate, admin: AdminDep, session: SessionDep) -> SitePubl
     if session.get(Site, body.id) is not None:
         raise HTTPException(409, f"site {body.id!r} exists")
     session.add(Site(id=body.id, name=body.name or body.id))
-    record_event(session, actor=admin.actor, action="api:site:create", target=f"site:{body.id}")
+    record_event(session, actor=admin.actor, action=Action.SITE_CREATE, target=f"site:{body.id}")
     session.commit()
     return SitePublic(id=body.id, name=body.name or body.id)
 
@@ -65,7 +66,7 @@ def add_user(body: UserCreate, admin: AdminDep, session: SessionDep) -> UserCrea
     user.sites = [UserSite(site_id=s) for s in sorted(set(body.sites))]
     session.add(user)
     record_event(
-        session, actor=admin.actor, action="api:user:create", target=f"user:{user.id}", detail={"role": body.role}
+        session, actor=admin.actor, action=Action.USER_CREATE, target=f"user:{user.id}", detail={"role": body.role}
     )
     session.commit()
     return UserCreated(**_user_public(user).model_dump(), token=token)
@@ -89,7 +90,7 @@ def add_device(body: DeviceCreate, admin: AdminDep, session: SessionDep, service
         enrol_expires_at=expires,
     )
     session.add(device)
-    record_event(session, actor=admin.actor, action="api:device:create", target=f"device:{device.id}")
+    record_event(session, actor=admin.actor, action=Action.DEVICE_CREATE, target=f"device:{device.id}")
     session.commit()
     return DeviceCreated(
         id=device.id,

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from api.audit import checkpoint_now, entry_fields, record_committed, record_event
-from api.audit_chain import EXPORT_FORMAT, GENESIS, timestamp
+from api.core.audit import checkpoint_now, entry_fields, record_committed, record_event
+from api.core.models import AccessLog, AuditCheckpoint, AuditHead
 from api.deps import AuditorDep, Principal, ServicesDep, SessionDep, recording_in_scope, require
-from api.models import AccessLog, AuditCheckpoint, AuditHead
 from api.schemas import AccessLogPublic, CheckpointPublic
+from evidence.audit_actions import Action
+from evidence.audit_log import EXPORT_FORMAT, GENESIS, timestamp
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 MAX_SEQ = 2**62  # sequence numbers fit a signed 64-bit column on every backend
@@ -42,7 +43,7 @@ def read_log(
     rows = session.scalars(query.order_by(AccessLog.seq).limit(limit))
     result = [AccessLogPublic.model_validate(r, from_attributes=True) for r in rows]
     record_committed(
-        services.sessions, actor=auditor.actor, action="api:audit:read", detail={"after": after, "rows": len(result)}
+        services.sessions, actor=auditor.actor, action=Action.AUDIT_READ, detail={"after": after, "rows": len(result)}
     )
     return result
 
@@ -90,7 +91,7 @@ def export(
     and entries removed after signing both show up in `audit verify`.
     """
     with services.sessions() as session, session.begin():
-        record_event(session, actor=auditor.actor, action="api:audit:export", detail={"after": after, "until": until})
+        record_event(session, actor=auditor.actor, action=Action.AUDIT_EXPORT, detail={"after": after, "until": until})
         checkpoint_now(session)
         end = session.scalar(select(AuditHead.seq).where(AuditHead.id == 1)) or 0
     complete = until is None or until >= end
@@ -134,5 +135,5 @@ def custody(
     target = f"recording:{recording.id}"
     rows = session.scalars(select(AccessLog).where(AccessLog.target == target).order_by(AccessLog.seq))
     result = [AccessLogPublic.model_validate(r, from_attributes=True) for r in rows]
-    record_committed(services.sessions, actor=reader.actor, action="api:evidence:custody", target=target)
+    record_committed(services.sessions, actor=reader.actor, action=Action.EVIDENCE_CUSTODY, target=target)
     return result

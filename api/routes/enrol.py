@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import select
 
-from api.audit import record_committed, record_event
+from api.core.audit import record_committed, record_event
+from api.core.models import Device, EvidenceKey, NoticeRow, utcnow
+from api.core.tokens import new_token, token_hash
 from api.deps import AnyPrincipal, ServicesDep, SessionDep
-from api.models import Device, EvidenceKey, NoticeRow, utcnow
 from api.schemas import EnrolRequest, EnrolResponse, EvidenceKeyPublic, NoticePublic
-from api.tokens import new_token, token_hash
+from evidence.audit_actions import Action
 
 router = APIRouter(prefix="/v1", tags=["devices"])
 
@@ -37,7 +38,7 @@ def enrol(body: EnrolRequest, request: Request, session: SessionDep, services: S
         record_committed(
             services.sessions,
             actor="anonymous",
-            action="api:device:enrol",
+            action=Action.DEVICE_ENROL,
             target=f"device:{device.id}" if device else None,
             outcome="denied",
             detail={"reason": reason, "client": request.client.host if request.client else None},
@@ -49,7 +50,7 @@ def enrol(body: EnrolRequest, request: Request, session: SessionDep, services: S
     device.enrol_code_hash = None  # one use only
     device.enrol_expires_at = None
     device.enrolled_at = now
-    record_event(session, actor=f"device:{device.id}", action="api:device:enrol", target=f"device:{device.id}")
+    record_event(session, actor=f"device:{device.id}", action=Action.DEVICE_ENROL, target=f"device:{device.id}")
     session.commit()
     return EnrolResponse(
         device_id=device.id,

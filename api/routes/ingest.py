@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.audit import record_event
+from api.core.models import Device
 from api.deps import DeviceDep, ServicesDep, SessionDep
-from api.ingest import SegmentUpload, add_segment, create_recording, mark_interrupted, own_recording
-from api.models import Device
+from api.ingest import SegmentUpload, add_segment, create_recording, own_recording
 from api.schemas import IncidentFlag, RecordingCreate
-from retention.holds_sync import hold_if_covered
-from retention.store import refresh_retention
+from retention import lifecycle
 
 router = APIRouter(prefix="/v1/recordings", tags=["ingest"])
 
@@ -101,7 +98,7 @@ async def upload_segment(
 def interrupt(recording_id: uuid.UUID, principal: DeviceDep, session: SessionDep) -> dict[str, str]:
     """The device says the recording was cut short (crash, power loss) and nothing more will come."""
     recording = own_recording(session, principal.id, recording_id)
-    mark_interrupted(session, recording, principal.actor, "device reported the recording was cut short")
+    lifecycle.mark_interrupted(session, recording, principal.actor, "device reported the recording was cut short")
     session.commit()
     return {"id": recording.id, "status": recording.status}
 
@@ -112,21 +109,9 @@ def flag_incident(
 ) -> dict[str, str]:
     """Staff flagged the interaction as an incident at the counter."""
     recording = own_recording(session, principal.id, recording_id)
-    if recording.purge_state is not None:
-        raise HTTPException(410, "this recording has been deleted")
-    recording.incident_category = body.category
-    old, new = refresh_retention(session, recording)  # incidents are kept longer
-    record_event(
-        session,
-        actor=principal.actor,
-        action="api:recording:flag",
-        target=f"recording:{recording.id}",
-        detail={"category": body.category, "retain_until": [_iso(old), _iso(new)]},
-    )
-    hold_if_covered(session, services.store, recording)  # a scoped hold on this category: store hold before commit
+    try:
+        lifecycle.flag_incident(session, services.store, recording, body.category, principal.actor)
+    except lifecycle.RecordingGone as exc:
+        raise HTTPException(410, "this recording has been deleted") from exc
     session.commit()
     return {"id": recording.id, "incident_category": body.category}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None

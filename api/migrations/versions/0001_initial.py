@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from api.guards import APPEND_ONLY_TABLES, install_guards
+from api.core.guards import APPEND_ONLY_TABLES, install_guards
 
 revision: str = "0001"
 down_revision: str | None = None

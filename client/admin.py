@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from api.http_client import ApiClient
+from client.http import ApiClient
 
 app = typer.Typer(no_args_is_help=True, help="Administration: sites, users, devices (admins cannot read evidence).")
 site_app = typer.Typer(no_args_is_help=True, help="Sites (offices, branches, call centres).")

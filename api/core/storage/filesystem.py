@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from api.storage.interface import ObjectHeld, ObjectMissing, check_key
+from api.core.storage.interface import ObjectHeld, ObjectMissing, check_key
 
 _HOLD_SUFFIX = ".hold"
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from api.admin_cli import DEFAULT_SERVER, Server, Token
-from api.http_client import ApiClient
+from client.admin import DEFAULT_SERVER, Server, Token
+from client.http import ApiClient
 
 app = typer.Typer(
     no_args_is_help=True,

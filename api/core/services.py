@@ -8,12 +8,12 @@ import nacl.signing
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.audit import SIGNER_KEY, CheckpointPolicy
-from api.db import make_engine, make_sessionmaker
-from api.keys import KeyCustodian
-from api.settings import Settings
-from api.storage import BlobStore
-from api.storage.filesystem import FilesystemStore
+from api.core.audit import SIGNER_KEY, CheckpointPolicy
+from api.core.db import make_engine, make_sessionmaker
+from api.core.keys import KeyCustodian
+from api.core.settings import Settings
+from api.core.storage import BlobStore
+from api.core.storage.filesystem import FilesystemStore
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Services:
 
 def make_store(settings: Settings) -> BlobStore:
     if settings.store == "s3":
-        from api.storage.s3 import S3Store  # boto3 is loaded only where S3 is configured
+        from api.core.storage.s3 import S3Store  # boto3 is loaded only where S3 is configured
 
         return S3Store(
             settings.s3_bucket,

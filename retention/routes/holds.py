@@ -18,12 +18,14 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.audit import record_event
+from api.core.audit import record_event
+from api.core.models import Device, Recording, utcnow
+from api.core.services import Services
 from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
-from api.models import Device, Hold, HoldRecording, Recording, utcnow
-from api.retention_schemas import HoldCreate, HoldPublic, HoldRelease
-from api.services import Services
+from evidence.audit_actions import Action
 from retention.holds_sync import catch_up, covered_ids, covers_clause, place_store_holds, release_store_holds
+from retention.models import Hold, HoldRecording
+from retention.schemas import HoldCreate, HoldPublic, HoldRelease
 
 router = APIRouter(prefix="/v1/holds", tags=["holds"])
 log = logging.getLogger(__name__)
@@ -129,7 +131,7 @@ def create_hold(
     record_event(
         session,
         actor=officer.actor,
-        action="api:hold:create",
+        action=Action.HOLD_CREATE,
         target=f"hold:{hold.id}",
         purpose=body.reason,
         detail={
@@ -202,7 +204,7 @@ def release_hold(
     record_event(
         session,
         actor=officer.actor,
-        action="api:hold:release",
+        action=Action.HOLD_RELEASE,
         target=f"hold:{hold.id}",
         purpose=body.reason,
         detail={"case": hold.case_ref},

@@ -43,8 +43,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 from botocore.loaders import Loader, create_loader
 
-from api.settings import SettingsError
-from api.storage.interface import ObjectHeld, ObjectMissing, check_key
+from api.core.settings import SettingsError
+from api.core.storage.interface import ObjectHeld, ObjectMissing, check_key
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Appends are serialised by first bumping the single audit_head row (an UPDATE,
 so it takes SQLite's write lock or PostgreSQL's row lock before anything is
 read): sequence numbers have no gaps and the chain stays linear across threads
 and processes. The service signs a checkpoint every N entries or T seconds
-(see api.audit_chain for the format and the offline verifier).
+(see evidence.audit_log for the format and the offline verifier).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from nacl.encoding import RawEncoder
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.audit_chain import GENESIS, chain_hash, entry_hash, sign_checkpoint, timestamp
-from api.models import AccessLog, AuditCheckpoint, AuditHead, utcnow
+from api.core.models import AccessLog, AuditCheckpoint, AuditHead, utcnow
+from evidence.audit_actions import Action
+from evidence.audit_log import GENESIS, chain_hash, entry_hash, sign_checkpoint, timestamp
 
 SIGNER_KEY = "audit_signer"
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def record_event(
     session: Session,
     *,
     actor: str,
-    action: str,
+    action: Action,
     target: str | None = None,
     outcome: str = "allowed",
     purpose: str | None = None,
@@ -94,7 +95,7 @@ def record_event(
 
 
 def entry_fields(row: AccessLog) -> dict[str, Any]:
-    """The fields an entry's hash covers, in their hashed form (see api.audit_chain)."""
+    """The fields an entry's hash covers, in their hashed form (see evidence.audit_log)."""
     return {
         "seq": row.seq,
         "at": timestamp(row.at),

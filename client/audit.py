@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from api.admin_cli import DEFAULT_SERVER, Server, Token
-from api.audit_chain import verify_export
-from api.http_client import ApiClient
-from api.keys import KeyFileError, read_public_signing_key
+from client.admin import DEFAULT_SERVER, Server, Token
+from client.http import ApiClient
+from evidence.audit_log import verify_export
+from evidence.key_files import KeyFileError, read_public_signing_key
 
 app = typer.Typer(no_args_is_help=True, help="Read, export and verify the access log (auditors).")
 

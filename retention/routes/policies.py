@@ -13,11 +13,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from api.audit import record_event
+from api.core.audit import record_event
+from api.core.models import Site, utcnow
 from api.deps import AdminDep, SessionDep
-from api.models import RetentionPolicy, Site, utcnow
-from api.retention_schemas import CategoryName, PolicyChange, PolicyPublic, PolicySet
+from evidence.audit_actions import Action
+from retention.models import RetentionPolicy
 from retention.policy import SHIPPED_DEFAULTS, PolicyError, Rule
+from retention.schemas import CategoryName, PolicyChange, PolicyPublic, PolicySet
 from retention.store import DEFAULT_SCOPE, recompute_for_rule
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
@@ -87,7 +89,7 @@ def set_policy(body: PolicySet, admin: AdminDep, session: SessionDep) -> PolicyC
     record_event(
         session,
         actor=admin.actor,
-        action="api:policy:set",
+        action=Action.POLICY_SET,
         target=f"policy:{scope}/{body.category}",
         detail={"before": _rule_dict(before), "after": _rule_dict(after), "recomputed": recomputed},
     )
@@ -115,7 +117,7 @@ def clear_policy(
     record_event(
         session,
         actor=admin.actor,
-        action="api:policy:clear",
+        action=Action.POLICY_CLEAR,
         target=f"policy:{scope}/{category}",
         detail={"before": _rule_dict(before), "after": _rule_dict(after), "recomputed": recomputed},
     )

@@ -23,16 +23,13 @@ import nacl.signing
 import nacl.utils
 
 from evidence.errors import IntegrityError, KeyUnavailableError
+from evidence.key_files import KEYS_DIR, SIGNING_KEY_FILE, KeyFileError, read_public_signing_key
+from evidence.key_files import read_key_file as _read
 
-KEYS_DIR = "keys"
-SIGNING_KEY_FILE = "service-signing.key"
+__all__ = ["KEYS_DIR", "SIGNING_KEY_FILE", "KeyCustodian", "KeyFileError", "read_public_signing_key"]
 _KDF = nacl.pwhash.argon2id
 _OPSLIMIT = _KDF.OPSLIMIT_MODERATE
 _MEMLIMIT = _KDF.MEMLIMIT_MODERATE
-
-
-class KeyFileError(KeyUnavailableError):
-    """A key file cannot be read"""
 
 
 def key_id_for(public_key: bytes) -> str:
@@ -81,14 +78,6 @@ def _write_private(path: Path, payload: dict[str, Any]) -> None:
         json.dump(payload, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise KeyFileError(f"{path}: {exc}") from exc
-    return data
 
 
 @dataclass
@@ -155,8 +144,3 @@ class KeyCustodian:
                 # We hold the right key, so the sealed blob itself was altered: evidence, not configuration.
                 raise IntegrityError(f"sealed data key for evidence key {kid} does not open") from exc
         raise KeyUnavailableError("the service holds none of the keys this recording was sealed to")
-
-
-def read_public_signing_key(data_dir: Path) -> bytes:
-    """The service's public signing key, readable without the passphrase."""
-    return bytes.fromhex(_read(data_dir / KEYS_DIR / SIGNING_KEY_FILE)["public"])

@@ -1,0 +1,47 @@
+"""Every action the audit log records, by name: tags shaped source:subject:action.
+
+The service writes only these (api.core.audit.record_event takes an `Action`);
+retrieval's truncation check and the auditor's tools read them back by the same
+names, so a typo is a NameError at import time, never a check that silently
+matches nothing. The values are stored in the log: never change one, add a new one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    # devices and their evidence
+    DEVICE_CREATE = "api:device:create"
+    DEVICE_ENROL = "api:device:enrol"
+    RECORDING_CREATE = "api:recording:create"
+    CONSENT_OBJECTED = "api:consent:objected"
+    SEGMENT_UPLOAD = "api:segment:upload"
+    RECORDING_INTERRUPTED = "api:recording:interrupted"
+    # officers
+    EVIDENCE_LIST = "api:evidence:list"
+    EVIDENCE_SHOW = "api:evidence:show"
+    EVIDENCE_READ = "api:evidence:read"
+    EVIDENCE_INTEGRITY = "api:evidence:integrity"
+    EVIDENCE_CUSTODY = "api:evidence:custody"
+    RECORDING_FLAG = "api:recording:flag"
+    RECORDING_EXTEND = "api:recording:extend"
+    RECORDING_DELETE = "api:recording:delete"
+    HOLD_CREATE = "api:hold:create"
+    HOLD_RELEASE = "api:hold:release"
+    # administrators
+    SITE_CREATE = "api:site:create"
+    USER_CREATE = "api:user:create"
+    POLICY_SET = "api:policy:set"
+    POLICY_CLEAR = "api:policy:clear"
+    SERVER_INIT = "cli:server:init"
+    # auditors
+    AUDIT_READ = "api:audit:read"
+    AUDIT_EXPORT = "api:audit:export"
+    # anyone refused
+    ACCESS_DENIED = "api:access:denied"
+    # the retention job
+    RECORDING_SHRED = "retention:recording:shred"
+    RECORDING_PURGE = "retention:recording:purge"
+    RETENTION_RUN = "retention:run:complete"

@@ -1,0 +1,1 @@
+"""The retention domain's HTTP routes: legal holds and retention policies."""
