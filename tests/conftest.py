@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.bootstrap import InitResult, init_data_dir
 from api.core.settings import Settings
-from tests.backends import AWS_ENV, AWS_UNSET, BACKENDS, POSTGRES_S3, SERVICE_VARS
-from tests.factories import SimDevice
+from tests.support.backends import AWS_ENV, AWS_UNSET, BACKENDS, POSTGRES_S3, SERVICE_VARS
+from tests.support.factories import SimDevice
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from api.core.services import Services
 from api.core.storage.interface import segment_key
 from retention.models import Tombstone
 from retention.store import refresh_retention
-from tests.factories import SimDevice, SimRecording
+from tests.support.factories import SimDevice, SimRecording
 
 PURPOSE = "retention test: listen back"
 

@@ -23,13 +23,13 @@ from api.core.storage.s3 import S3Store
 from retention import job
 from retention.models import Hold
 from tests.conftest import World, bearer
-from tests.retention_support import age, assert_intact, assert_purged_once, services_of, upload
-from tests.test_holds import create, release
+from tests.retention.test_holds import create, release
+from tests.support.retention_support import age, assert_intact, assert_purged_once, services_of, upload
 
 if TYPE_CHECKING:
-    from tests.s3_server import MotoS3
+    from tests.support.s3_server import MotoS3
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.support.s3_server"]
 
 PREFIX = "countersign"
 

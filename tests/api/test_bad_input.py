@@ -37,9 +37,9 @@ from api.core.services import Services
 from api.core.settings import Settings
 from evidence.chain import header_hash, sign_header
 from retention.models import Hold
-from tests.backends import BACKENDS
 from tests.conftest import bearer, enrol_sim_device
-from tests.factories import SimDevice, SimRecording, tone
+from tests.support.backends import BACKENDS
+from tests.support.factories import SimDevice, SimRecording, tone
 
 PURPOSE = "bad input regression check"
 

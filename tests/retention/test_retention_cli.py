@@ -8,7 +8,7 @@ import re
 import httpx
 
 from tests.conftest import Deployment, bearer, cli_env, countersign, enrol_sim_device
-from tests.retention_support import upload
+from tests.support.retention_support import upload
 
 
 def test_policy_hold_flag_extend_delete_through_the_cli(deployment: Deployment) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from api.core.models import AccessLog, utcnow
 from retention import job
 from tests.conftest import World, bearer
-from tests.retention_support import age, assert_intact, assert_purged_once, services_of, upload
+from tests.support.retention_support import age, assert_intact, assert_purged_once, services_of, upload
 
 REASON = "preserve for the litigation"
 

@@ -18,12 +18,12 @@ from api.core.settings import Settings
 from api.core.storage.interface import segment_key
 from api.core.storage.s3 import BucketNotUsable, S3Store
 from tests.conftest import World, bearer
-from tests.retention_support import assert_intact
+from tests.support.retention_support import assert_intact
 
 if TYPE_CHECKING:
-    from tests.s3_server import MotoS3
+    from tests.support.s3_server import MotoS3
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.support.s3_server"]
 
 PREFIX = "countersign"
 

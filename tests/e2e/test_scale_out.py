@@ -16,7 +16,7 @@ import soundfile as sf
 
 from evidence.audit_log import verify_export
 from tests.conftest import Deployment, LiveServer, bearer, free_port
-from tests.factories import SimDevice
+from tests.support.factories import SimDevice
 
 DEVICES = 6
 RECORDINGS_PER_DEVICE = 2

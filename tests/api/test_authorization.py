@@ -61,9 +61,9 @@ from retention.schemas import (
     RetentionChange,
     TombstonePublic,
 )
-from tests.backends import BACKENDS
 from tests.conftest import World, bearer, enrol_sim_device
-from tests.factories import SimRecording
+from tests.support.backends import BACKENDS
+from tests.support.factories import SimRecording
 
 ROLES = ("anonymous", "bad_token", "device", "officer", "other_officer", "admin", "auditor")
 AUTHENTICATED = frozenset(ROLES) - {"anonymous", "bad_token"}

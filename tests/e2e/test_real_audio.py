@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 
 from consent.catalogue import Notice, pick
-from tests.audio_harness import (
+from tests.conftest import REPO, Deployment, cli_env
+from tests.support.audio_harness import (
     MONITOR_SOURCE,
     SIMILARITY_THRESHOLD,
     contains_speech,
@@ -27,7 +28,6 @@ from tests.audio_harness import (
     start_capture,
     start_pulseaudio,
 )
-from tests.conftest import REPO, Deployment, cli_env
 
 pytestmark = pytest.mark.audio
 

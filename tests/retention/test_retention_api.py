@@ -11,7 +11,7 @@ from sqlalchemy import select
 from api.core.models import AccessLog, Recording, utcnow
 from retention import job
 from tests.conftest import World, bearer
-from tests.retention_support import age, assert_intact, services_of, upload
+from tests.support.retention_support import age, assert_intact, services_of, upload
 
 
 def put_policy(client: TestClient, world: World, expect: int = 200, **body: object) -> httpx.Response:

@@ -40,9 +40,17 @@ from retention.decide import Keep, decide
 from retention.policy import SHIPPED_DEFAULTS
 from retention.purge import CRASH_ENV, PAUSE_ENV, verify_deletion_record
 from retention.store import facts_of
-from tests.backends import POSTGRES_S3
 from tests.conftest import REPO, World, bearer, cli_env, countersign
-from tests.retention_support import PURPOSE, age, assert_intact, assert_purged_once, remains, services_of, upload
+from tests.support.backends import POSTGRES_S3
+from tests.support.retention_support import (
+    PURPOSE,
+    age,
+    assert_intact,
+    assert_purged_once,
+    remains,
+    services_of,
+    upload,
+)
 
 
 def hold(client: TestClient, world: World, case: str, recordings: list[str]) -> str:

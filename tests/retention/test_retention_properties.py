@@ -47,9 +47,9 @@ from retention.models import Hold, HoldRecording, RetentionPolicy, Tombstone
 from retention.policy import SHIPPED_DEFAULTS, Category, Rule
 from retention.purge import verify_deletion_record
 from retention.store import DEFAULT_SCOPE, recompute_for_rule, refresh_retention
-from tests.backends import BACKENDS
-from tests.factories import SimDevice
-from tests.retention_reference import ref_may_purge
+from tests.support.backends import BACKENDS
+from tests.support.factories import SimDevice
+from tests.support.retention_reference import ref_may_purge
 
 SITES = ("north", "south")
 CATEGORIES: tuple[Category, ...] = ("routine", "incident", "objection", "interrupted")

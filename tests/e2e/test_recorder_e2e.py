@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from tests.conftest import REPO, Deployment, cli_env, countersign
-from tests.factories import tone
+from tests.support.factories import tone
 
 PLAINTEXT_MAGIC = (b"RIFF", b"fLaC", b"OggS")
 

@@ -1,6 +1,6 @@
 """Test support: moto's S3 in server mode on a loopback port, and object-lock buckets.
 
-Use it from a test module with ``pytest_plugins = ["tests.s3_server"]`` (and import this module
+Use it from a test module with ``pytest_plugins = ["tests.support.s3_server"]`` (and import this module
 only under TYPE_CHECKING there: pytest must import it first to rewrite its asserts). ``moto_s3`` is one
 server for the whole session; ``s3_bucket`` is a fresh object-lock bucket per test, with fake
 AWS credentials in the environment for that test only (so the service's own boto3 chain finds

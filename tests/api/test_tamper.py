@@ -26,9 +26,9 @@ from api.core.storage.interface import segment_key
 from evidence import audio
 from evidence.chain import SegmentStatement, header_hash, sign_statement
 from evidence.envelope import new_data_key
-from tests.backends import POSTGRES_S3
 from tests.conftest import World, bearer
-from tests.factories import SimDevice, SimRecording, tone
+from tests.support.backends import POSTGRES_S3
+from tests.support.factories import SimDevice, SimRecording, tone
 
 PURPOSE = "tamper test: check the evidence"
 INTEGRITY = "Integrity check failed"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from retention.decide import HoldFacts, Keep, Purge, RecordingFacts, decide, hold_covers, retain_until
 from retention.policy import CATEGORIES, SHIPPED_DEFAULTS, PolicyError, Rule, effective_rules
-from tests.retention_reference import ref_covers, ref_may_purge
+from tests.support.retention_reference import ref_covers, ref_may_purge
 
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -30,9 +30,9 @@ from api.core.storage.interface import segment_key
 from api.core.storage.s3 import S3Store, UploadCorrupted
 
 if TYPE_CHECKING:
-    from tests.s3_server import MotoS3
+    from tests.support.s3_server import MotoS3
 
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.support.s3_server"]
 
 KEY = segment_key("2b1f4b9e-8c5d-4d0e-9a53-1f0c2d3e4f50", 0)
 

@@ -19,8 +19,8 @@ from api import migrate
 from api.core.db import make_engine
 from api.core.models import AccessLog, Base, utcnow
 from retention import models as _retention_tables  # noqa: F401  (registers them on Base.metadata)
-from tests.backends import BACKENDS, pg_url_for
 from tests.conftest import cli_env, countersign
+from tests.support.backends import BACKENDS, pg_url_for
 
 
 def _postgres_reachable() -> bool:

@@ -3,7 +3,7 @@
 The ``audio`` tests start a private PulseAudio daemon, play espeak-ng speech into
 its ``counter`` null sink and record ``counter.monitor`` through
 ``sounddevice.InputStream(device="pulse")`` -- the same path the recorder uses.
-Run them with ``pytest -m audio -s tests/test_audio_harness.py`` to see the numbers.
+Run them with ``pytest -m audio -s tests/e2e/test_audio_harness.py`` to see the numbers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import audio_harness as ah
+from tests.support import audio_harness as ah
 
 SENTENCE_A = "State your full name and the date of this recording."  # 2.9 s
 SENTENCE_B = "Seven silver spoons were found under the table."  # 2.8 s

@@ -105,7 +105,7 @@ class Backends:
         """A fresh database and store for one service, as the configured backend makes them."""
         if not POSTGRES_S3:
             return Allocation(settings={"database_url": None, "store": "filesystem"}, env={})
-        from tests.s3_server import MotoS3
+        from tests.support.s3_server import MotoS3
 
         schema = self.allocate_schema().schema
         assert schema is not None

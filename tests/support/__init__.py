@@ -1,0 +1,1 @@
+"""Test helpers: backends, the simulated device, S3 servers, the audio harness, retention oracles."""
