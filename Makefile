@@ -9,47 +9,68 @@ PORT   ?= 8000
 # unless you set COUNTERSIGN_ENV=production and COUNTERSIGN_KEY_PASSPHRASE.
 export COUNTERSIGN_ENV ?= development
 
-.PHONY: help install up demo test lint typecheck pytest pytest-pg bench clean
+.PHONY: help install install-dev up demo test lint typecheck pytest pytest-pg bench clean
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables (e.g. make up HOST=0.0.0.0 PORT=8080 DATA=/srv/countersign):"
+	@echo "  HOST=$(HOST)   address 'make up' serves on"
+	@echo "  PORT=$(PORT)   port 'make up' serves on ('make demo' uses 8765 unless PORT is set)"
+	@echo "  DATA=$(DATA)   the service's data directory: database, blob store, key files"
+	@echo "  VENV=$(VENV)   the virtualenv (commands end up in $(BIN)/; add it to PATH to run 'countersign')"
+	@echo "  PYTHON=$(PYTHON)   the interpreter the virtualenv is made from"
 
-$(BIN)/countersign: pyproject.toml
-	./scripts/install-system-deps.sh
+# Each machine installs only its own part. A server: libsndfile and .[server,client] (the API,
+# the retention job and the admin/officer CLI). Development and CI: every extra plus the test
+# tools, and the audio stack the real-audio tests and the demo drive. Stamps in the virtualenv
+# say which was installed; installing the dev shape satisfies the server's too.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+
+$(VENV)/.installed-server: pyproject.toml | $(BIN)/python
+	./scripts/install-system-deps.sh server
+	$(BIN)/pip install -q -e '.[server,client]'
 	@touch $@
 
-install: $(BIN)/countersign ## Install Debian packages and a virtualenv with Countersign
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	./scripts/install-system-deps.sh dev
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed-server
 
-up: install ## Set up and start the service on embedded defaults (SQLite + files in DATA)
+install: $(VENV)/.installed-server ## Install what a server needs: libsndfile1 + a virtualenv with .[server,client]
+
+install-dev: $(VENV)/.installed-dev ## Install everything for development and tests: all Debian packages + .[dev]
+
+up: install ## Set up and start the service on embedded defaults (SQLite + files in DATA, on HOST:PORT)
 	@test -d $(DATA)/keys || $(BIN)/countersign server init --data $(DATA)
 	$(BIN)/countersign server run --data $(DATA) --host $(HOST) --port $(PORT)
 
-demo: install ## Run the whole evidence loop once and show each step
+demo: install-dev ## Run the whole evidence loop once and show each step
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./scripts/demo.sh
 
-lint: install ## ruff lint and format check
+lint: install-dev ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install ## mypy (strict on the application packages)
+typecheck: install-dev ## mypy (strict on the application packages)
 	$(BIN)/mypy .
 
-pytest: install ## Run the test suite only (SQLite + filesystem store)
+pytest: install-dev ## Run the test suite only (SQLite + filesystem store)
 	$(BIN)/pytest -q -p no:cacheprovider
 
-pytest-pg: install ## Run the test suite on PostgreSQL + S3 (moto; starts the local cluster if needed)
+pytest-pg: install-dev ## Run the test suite on PostgreSQL + S3 (moto; starts the local cluster if needed)
 	./scripts/ensure-postgres.sh
 	COUNTERSIGN_TEST_BACKEND=postgres-s3 $(BIN)/pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest pytest-pg ## Set up and pass lint, types and tests on both backends (what CI runs)
 
-bench: install ## Run the benchmarks (figures, not tests)
+bench: install-dev ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.recorder_cpu
 	$(BIN)/python -m bench.retention_sweep
+	$(BIN)/python -m bench.startup
 
 clean: ## Remove the virtualenv and caches (never touches DATA)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from typing import Any
 
@@ -9,12 +10,14 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from api.core.services import Services, build_services
 from api.core.settings import Settings
+from api.middleware import HSTS_MAX_AGE, BoundedBody, SecurityHeaders
 from api.routes import admin, audit, enrol, evidence, health, ingest
 from evidence.errors import EvidenceError, FormatError, IntegrityError, KeyUnavailableError
-from retention.routes import holds, policies
+from retention.routes import deletions, holds, policies
 
 
 def _json_safe(value: Any) -> Any:
@@ -36,9 +39,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version="0.1.0",
     )
     app.state.services = services
+    # Outermost last: security headers on every answer, then a bounded body read before any route runs.
+    app.add_middleware(
+        BoundedBody, json_limit=services.settings.max_json_bytes, upload_limit=services.settings.max_segment_bytes
+    )
+    app.add_middleware(SecurityHeaders, hsts_max_age=HSTS_MAX_AGE)  # HSTS on https answers only
     for module in (health, admin, enrol, ingest, evidence, audit):
         app.include_router(module.router)
-    for module in (holds, policies):  # the retention domain: legal holds and policies
+    for module in (holds, policies, deletions):  # the retention domain: holds, policies, early deletion
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
@@ -53,5 +61,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # a missing key is the service's configuration (503, try later).
         status = {IntegrityError: 409, FormatError: 400, KeyUnavailableError: 503}.get(type(exc), 422)
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(OSError)
+    async def _os_error(_request: Request, exc: OSError) -> JSONResponse:
+        # A full disk (store or database) is a clean refusal the device retries later; nothing
+        # was committed, so nothing is lost. Any other OS error is still a server fault.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return JSONResponse({"detail": "the service's storage is full; try again later"}, status_code=507)
+        raise exc
+
+    @app.exception_handler(OperationalError)
+    async def _db_error(_request: Request, exc: OperationalError) -> JSONResponse:
+        text = str(exc.orig).lower()
+        if "disk is full" in text or "no space left" in text or getattr(exc.orig, "sqlstate", None) == "53100":
+            return JSONResponse({"detail": "the service's storage is full; try again later"}, status_code=507)
+        raise exc
 
     return app

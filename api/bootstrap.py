@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.core.audit import init_head, record_event
@@ -60,6 +61,41 @@ def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:
         )
     engine.dispose()
     return InitResult(token, kid, bytes(custodian.signing_key.verify_key).hex())
+
+
+def reset_admin(settings: Settings, name: str) -> tuple[str, bool]:
+    """A new token for the admin `name` (created if absent, re-enabled if disabled); returns (token, created).
+
+    The way back in when the only admin token is lost. It runs on the server with the data
+    directory and the key passphrase, which is the trust root anyway, and it is audited.
+    An existing user of another role is refused: this must never mint an officer's access.
+    """
+
+    custodian = KeyCustodian.load(settings.data_dir, settings.passphrase())
+    assert custodian.signing_key is not None
+    engine = make_engine(settings.sqlalchemy_url)
+    token = new_token("csu")
+    try:
+        with transaction(audit_sessions(engine, custodian.signing_key, settings)) as session:
+            user = session.scalar(select(User).where(User.name == name))
+            created = user is None
+            if user is None:
+                user = User(id=str(uuid.uuid4()), name=name, role="admin", token_hash=token_hash(token))
+                session.add(user)
+            elif user.role != "admin":
+                raise ValueError(f"user {name!r} is a {user.role}, not an admin: choose another name")
+            user.token_hash, user.disabled = token_hash(token), False
+            session.flush()
+            record_event(
+                session,
+                actor="system",
+                action=Action.ADMIN_RESET,
+                target=f"user:{user.id}",
+                detail={"name": name, "created": created},
+            )
+    finally:
+        engine.dispose()
+    return token, created
 
 
 def sync_notices(session: Session) -> int:

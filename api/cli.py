@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from api.bootstrap import AlreadyInitialised, init_data_dir
+from api.bootstrap import AlreadyInitialised, init_data_dir, reset_admin
 from api.core.keys import KeyFileError
-from api.core.settings import Settings, SettingsError
+from api.core.settings import Settings, SettingsError, load_settings
+from api.errors import AlreadyInitialisedError, NotConfigured, fail
 from api.migrate import upgrade
 
 app = typer.Typer(no_args_is_help=True, help="Initialise and run the Countersign service.")
@@ -19,7 +20,11 @@ DataDir = Annotated[Path, typer.Option("--data", envvar="COUNTERSIGN_DATA_DIR", 
 
 
 def settings_for(data: Path) -> Settings:
-    return Settings(data_dir=data)
+    """The service's settings for --data; a bad COUNTERSIGN_* value is one line and exit 2."""
+    try:
+        return load_settings(data_dir=data)
+    except SettingsError as exc:
+        raise fail(NotConfigured(str(exc))) from exc
 
 
 @app.command()
@@ -38,11 +43,9 @@ def init(
             upgrade(settings.sqlalchemy_url)
             typer.echo(f"{data} is already initialised; schema upgraded to the latest revision")
             return
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    except SettingsError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+        raise fail(AlreadyInitialisedError(str(exc))) from exc
+    except (SettingsError, KeyFileError) as exc:
+        raise fail(NotConfigured(str(exc))) from exc
     if settings.development:
         typer.secho("development mode: private keys are NOT passphrase-protected", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"initialised {data}")
@@ -51,16 +54,39 @@ def init(
     typer.echo(f"admin token (shown once, store it safely): {result.admin_token}")
 
 
+@app.command("reset-admin")
+def reset_admin_command(
+    data: DataDir,
+    name: Annotated[str, typer.Option(help="The admin to give a new token (created if absent).")] = "admin",
+) -> None:
+    """Give an admin a new token when the old one is lost (run on the server; audited)."""
+    settings = settings_for(data)
+    try:
+        token, created = reset_admin(settings, name)
+    except (SettingsError, KeyFileError, ValueError) as exc:
+        raise fail(NotConfigured(str(exc))) from exc
+    typer.echo(f"{'created' if created else 'reset'} admin {name}")
+    typer.echo(f"admin token (shown once, store it safely): {token}")
+
+
 @app.command()
 def run(
     data: DataDir,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Serve HTTPS with this PEM certificate (chain); needs --tls-key."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The certificate's PEM private key (unencrypted).")
+    ] = None,
 ) -> None:
     """Serve the API with uvicorn (OpenAPI docs at /docs, health at /healthz)."""
     import uvicorn
 
+    cert, key = _tls_files(tls_cert, tls_key)
     settings = settings_for(data)
     try:
         settings.passphrase()
@@ -68,10 +94,49 @@ def run(
 
         app_ = create_app(settings) if workers == 1 else None
     except (SettingsError, KeyFileError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+        raise fail(NotConfigured(str(exc))) from exc
     if app_ is not None:
-        uvicorn.run(app_, host=host, port=port, log_level="info")
+        uvicorn.run(app_, host=host, port=port, log_level="info", ssl_certfile=cert, ssl_keyfile=key)
     else:
         os.environ["COUNTERSIGN_DATA_DIR"] = str(data)
-        uvicorn.run("api.asgi:app", host=host, port=port, workers=workers, factory=False, log_level="info")
+        uvicorn.run(
+            "api.asgi:app",
+            host=host,
+            port=port,
+            workers=workers,
+            factory=False,
+            log_level="info",
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+        )
+
+
+def _tls_files(cert: Path | None, key: Path | None) -> tuple[str | None, str | None]:
+    """uvicorn's ssl_certfile/ssl_keyfile, checked here first: a bad pair is one line and exit 2, not a traceback.
+
+    Strict-Transport-Security is sent on every https answer (api.middleware.SecurityHeaders
+    looks at the request's scheme), so nothing else needs to know that TLS is on.
+    """
+    if cert is None and key is None:
+        return None, None
+    if cert is None or key is None:
+        raise fail(NotConfigured("--tls-cert and --tls-key go together: give both, or neither for plain HTTP"))
+    import ssl
+
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise fail(NotConfigured(f"cannot read {option} {path}: {exc.strerror or exc}")) from exc
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key would make OpenSSL prompt for a passphrase; refuse it instead.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc)
+        if "KEY_VALUES_MISMATCH" in reason:
+            message = f"--tls-key {key} is not the private key of --tls-cert {cert}"
+        else:
+            message = f"cannot use --tls-cert {cert} with --tls-key {key} ({reason}; an encrypted key is not supported)"
+        raise fail(NotConfigured(message)) from exc
+    return str(cert), str(key)

@@ -11,25 +11,45 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 import nacl.signing
 from fastapi import HTTPException
-from sqlalchemy import select, update
+from sqlalchemy import func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from api.core.audit import record_event
-from api.core.models import Device, EvidenceKey, NoticeRow, Recording, SealedKey, Segment, utcnow
+from api.core.models import (
+    AccessLog,
+    Device,
+    DeviceUsage,
+    EvidenceKey,
+    NoticeRow,
+    Recording,
+    SealedKey,
+    Segment,
+    utcnow,
+)
+from api.core.settings import Settings
 from api.core.storage import BlobStore
 from api.core.storage.interface import segment_key
 from api.schemas import RecordingCreate
 from consent.records import ConsentError, ConsentRecord
-from evidence import FORMAT_VERSION
 from evidence.audit_actions import Action
-from evidence.chain import SegmentStatement, SignedSegment, header_hash, verify_header, verify_segment
+from evidence.chain import (
+    SegmentStatement,
+    SignedSegment,
+    canonical_json,
+    header_hash,
+    verify_header,
+    verify_segment,
+)
 from evidence.envelope import check_envelope
-from evidence.errors import EvidenceError
+from evidence.errors import EvidenceError, FormatError
+from evidence.wire import HeaderError, RecordingHeader
 from retention.holds_sync import hold_new_segment
 from retention.store import refresh_retention
 
@@ -40,35 +60,20 @@ def _reject(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
 
-def _parse_header(body: RecordingCreate, device: Device) -> tuple[uuid.UUID, datetime, ConsentRecord]:
-    h = body.header
+def _parse_header(body: RecordingCreate, device: Device) -> tuple[RecordingHeader, ConsentRecord]:
+    """The strict wire parser first (evidence.wire), then what only the service can check."""
     try:
-        if h.get("version") != FORMAT_VERSION:
-            raise ValueError(f"header version must be {FORMAT_VERSION}")
-        recording_id = uuid.UUID(str(h["recording_id"]))
-        started_at = datetime.fromisoformat(str(h["started_at"]))
-        if started_at.tzinfo is None:
-            raise ValueError("started_at needs a time zone")
-        try:  # the database stores UTC: a time that cannot be expressed in UTC is refused here, not there
-            started_at = started_at.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("started_at is out of range") from None
-        if h.get("device_id") != device.id:
-            raise ValueError("header names another device")
-        # Objection records need no audio parameters, but any they carry must be valid too:
-        # officers' listings read sample_rate back.
-        if h.get("consent", {}).get("outcome") == "given" or "sample_rate" in h or "channels" in h:
-            rate, channels = h.get("sample_rate"), h.get("channels")
-            if not (
-                isinstance(rate, int) and 8000 <= rate <= 96000 and isinstance(channels, int) and 1 <= channels <= 2
-            ):
-                raise ValueError("sample_rate must be 8000-96000 and channels 1-2")
-        consent = ConsentRecord.from_dict(h["consent"])
+        header = RecordingHeader.parse(body.header)
+        if header.device_id != device.id:
+            raise HeaderError("header names another device")
+        consent = ConsentRecord.from_dict(header.consent)
     except ConsentError as exc:
         raise _reject(422, f"invalid consent record: {exc}") from exc
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except FormatError as exc:
+        raise _reject(422, f"invalid recording header: {exc.detail}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a consent value from_dict did not foresee
         raise _reject(422, f"invalid recording header: {exc}") from exc
-    return recording_id, started_at, consent
+    return header, consent
 
 
 def _check_consent(session: Session, consent: ConsentRecord) -> None:
@@ -83,9 +88,143 @@ def _verify_key(device: Device) -> nacl.signing.VerifyKey:
     return nacl.signing.VerifyKey(device.public_key)
 
 
-def create_recording(session: Session, device: Device, body: RecordingCreate) -> tuple[Recording, bool]:
-    """Register a recording (or an objection record). Returns (recording, created)."""
-    recording_id, started_at, consent = _parse_header(body, device)
+# --------------------------------------------------------------------------- per-device quotas
+#
+# A device is authenticated, so what it may cost the service is bounded per device: how many
+# recordings it holds open, how many bytes it sends per UTC day (segment bodies and recording
+# headers: a create-interrupt loop is bounded too), and how large one signed header may be.
+# A refusal stores nothing. It is logged (api:access:denied, target device:<id>) only the
+# first time each quota refuses that device in a UTC day: enough for an admin to see a
+# misbehaving device, and a device retrying all day cannot grow the log.
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Per-device limits (COUNTERSIGN_MAX_OPEN_RECORDINGS, _DEVICE_BYTES_PER_DAY, _MAX_HEADER_BYTES)."""
+
+    open_recordings: int
+    bytes_per_day: int
+    header_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quotas:
+        return cls(settings.max_open_recordings, settings.device_bytes_per_day, settings.max_header_bytes)
+
+
+def _utc_day(now: datetime) -> date:
+    return now.astimezone(UTC).date()
+
+
+def _seconds_to_next_utc_day(now: datetime) -> int:
+    midnight = datetime.combine(_utc_day(now) + timedelta(days=1), time(), tzinfo=UTC)
+    return max(1, int((midnight - now).total_seconds()) + 1)
+
+
+def _refuse(
+    session: Session, device_id: str, quota: str, status: int, detail: str, headers: dict[str, str] | None = None
+) -> HTTPException:
+    """Undo whatever this request wrote, log the first refusal of the day by this quota, and answer."""
+    session.rollback()
+    now = utcnow()
+    since = datetime.combine(_utc_day(now), time(), tzinfo=UTC)
+    target = f"device:{device_id}"
+    # Indexed on target: a device has a few entries of its own (admin changes, these refusals).
+    earlier = session.scalars(
+        select(AccessLog.detail).where(
+            AccessLog.target == target, AccessLog.action == Action.ACCESS_DENIED, AccessLog.at >= since
+        )
+    )
+    if not any(entry.get("quota") == quota for entry in earlier):
+        record_event(
+            session, actor=target, action=Action.ACCESS_DENIED, target=target, outcome="denied",
+            detail={"status": status, "quota": quota, "reason": detail, "logged": "once per device, quota and UTC day"},
+        )  # fmt: skip
+        session.commit()
+    return HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+def _start_day(session: Session, device_id: str, day: date, size: int) -> bool:
+    """Insert today's row already charged with `size`; False if another upload made it first."""
+    values = {"device_id": device_id, "day": day, "uploaded_bytes": size, "uploads": 1}
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    first = insert(DeviceUsage).values(**values).on_conflict_do_nothing().returning(DeviceUsage.uploads)
+    return session.execute(first).first() is not None  # (rowcount is -1 here on psycopg)
+
+
+def charge_upload(session: Session, device_id: str, size: int, quotas: Quotas, what: str) -> None:
+    """Count `size` bytes against the device's quota for today (UTC), or refuse with 429.
+
+    One conditional UPDATE on the (device, day) row in the caller's transaction: it adds only
+    if the sum stays within the quota, so racing uploads cannot both slip under it, and a
+    refused or failed request rolls its charge back with everything else. Its row lock (the
+    database's write lock on SQLite) also serialises a device's recording creations, which
+    is what makes the open-recording count below exact.
+    """
+    now = utcnow()
+    day = _utc_day(now)
+    key = (DeviceUsage.device_id == device_id, DeviceUsage.day == day)
+
+    def bump() -> bool:
+        moved = session.execute(
+            update(DeviceUsage)
+            .where(*key, DeviceUsage.uploaded_bytes + size <= quotas.bytes_per_day)
+            .values(uploaded_bytes=DeviceUsage.uploaded_bytes + size, uploads=DeviceUsage.uploads + 1)
+        )
+        changed: int = moved.rowcount  # type: ignore[attr-defined]
+        return changed == 1
+
+    if bump():
+        return
+    # No row yet today (the first upload of the day makes it), or one made meanwhile by a racing upload.
+    if size <= quotas.bytes_per_day and (_start_day(session, device_id, day, size) or bump()):
+        return
+    used = session.scalar(select(DeviceUsage.uploaded_bytes).where(*key)) or 0
+    wait = _seconds_to_next_utc_day(now)
+    raise _refuse(
+        session, device_id, "bytes_per_day", 429,
+        f"daily upload quota reached: this device has sent {used} of its {quotas.bytes_per_day} bytes "
+        f"today (UTC) and this {what} of {size} bytes would pass it; retry after 00:00 UTC",
+        {"Retry-After": str(wait)},
+    )  # fmt: skip
+
+
+def _check_open_quota(session: Session, device_id: str, quotas: Quotas) -> None:
+    # Reads only ix_recordings_device_open (open recordings), and stops counting at the limit. The
+    # status is a literal, not a parameter, so even a generic (prepared) plan can use that partial index.
+    is_open = Recording.status == literal_column("'open'")
+    open_ids = select(Recording.id).where(Recording.device_id == device_id, is_open)
+    count = session.scalar(select(func.count()).select_from(open_ids.limit(quotas.open_recordings).subquery())) or 0
+    if count >= quotas.open_recordings:
+        raise _refuse(
+            session, device_id, "open_recordings", 429,
+            f"this device already has {count} open recordings, the most it may hold open; "
+            "finish or interrupt one before opening another",
+        )  # fmt: skip
+
+
+def _check_header_size(session: Session, device_id: str, body: RecordingCreate, quotas: Quotas) -> int:
+    size = len(canonical_json(body.header))  # exactly the JSON the device signed (and the database keeps)
+    if size > quotas.header_bytes:
+        raise _refuse(
+            session, device_id, "header_bytes", 413,
+            f"recording header is {size} bytes; at most {quotas.header_bytes} are accepted",
+        )  # fmt: skip
+    return size
+
+
+def create_recording(
+    session: Session, device: Device, body: RecordingCreate, quotas: Quotas | None = None
+) -> tuple[Recording, bool]:
+    """Register a recording (or an objection record). Returns (recording, created).
+
+    With `quotas` (the service always passes them) the header's size is checked first, before
+    any parsing or signature work, and a new recording is charged to the device's daily bytes
+    and, unless it is an objection record (closed at once), to its open recordings.
+    """
+    device_id = device.id
+    header_size = _check_header_size(session, device_id, body, quotas) if quotas is not None else 0
+    header, consent = _parse_header(body, device)
+    recording_id = header.recording_id
     signature = bytes.fromhex(body.header_signature)
     try:
         verify_header(_verify_key(device), body.header, signature)
@@ -113,12 +252,16 @@ def create_recording(session: Session, device: Device, body: RecordingCreate) ->
         for sealed in body.sealed_keys:
             if sealed.key_id not in known or len(sealed.sealed) != 2 * SEALED_KEY_BYTES:
                 raise _reject(422, f"sealed key for unknown evidence key or malformed: {sealed.key_id}")
+    if quotas is not None:
+        charge_upload(session, device_id, header_size, quotas, "recording header")  # locks the device's day row
+        if not objected:
+            _check_open_quota(session, device_id, quotas)
 
     recording = Recording(
         id=str(recording_id),
         device_id=device.id,
         site_id=device.site_id,
-        started_at=started_at,
+        started_at=header.started,
         status="objected" if objected else "open",
         header=body.header,
         header_signature=signature,
@@ -163,8 +306,19 @@ def own_recording(session: Session, device_id: str, recording_id: uuid.UUID) -> 
     return recording
 
 
-def add_segment(session: Session, store: BlobStore, device: Device, recording_id: uuid.UUID, up: SegmentUpload) -> bool:
-    """Verify and store one segment. Returns True if it was new, False for an idempotent repeat."""
+def add_segment(
+    session: Session,
+    store: BlobStore,
+    device: Device,
+    recording_id: uuid.UUID,
+    up: SegmentUpload,
+    quotas: Quotas | None = None,
+) -> bool:
+    """Verify and store one segment. Returns True if it was new, False for an idempotent repeat.
+
+    An idempotent repeat is answered before the daily byte quota (it adds nothing); a new
+    segment is charged to it only once it has verified, just before anything is stored.
+    """
     recording = own_recording(session, device.id, recording_id)
     ciphertext_sha256 = hashlib.sha256(up.body).digest()
     existing = session.get(Segment, (recording.id, up.index))
@@ -196,6 +350,8 @@ def add_segment(session: Session, store: BlobStore, device: Device, recording_id
     except EvidenceError as exc:
         raise _reject(422, str(exc)) from exc
 
+    if quotas is not None:
+        charge_upload(session, device.id, len(up.body), quotas, f"segment {up.index}")
     key = segment_key(recording.id, up.index)
     store.put(key, up.body)  # before the row: a crash leaves an orphan object, never a row without data
     # Then the store's legal hold, if a hold covers the recording, still before the row: a crash

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.anchors import check_recording
 from api.core.keys import KeyCustodian
 from api.core.models import AccessLog, Device, Recording, Segment
 from api.core.storage import BlobStore, ObjectMissing
@@ -56,6 +57,7 @@ def verify_recording_chain(session: Session, recording: Recording) -> list[Segme
     if recording.status == "complete" and not report.final:
         raise IntegrityError("recording is marked complete but its final segment is missing")
     _check_against_audit_log(session, recording, report.segments, report.final)
+    check_recording(session, recording, device, rows)  # the key, site and hashes as the log recorded them
     return rows
 
 

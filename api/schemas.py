@@ -1,5 +1,7 @@
 """Request and response bodies. Public shapes never carry token hashes, sealed keys or paths."""
 
+# The field types are shared with the retention domain (api.core.fields); re-exported here for the routes.
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -7,12 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Identifier = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from api.core.fields import DisplayName, Identifier, ReasonText
 
 
 class SiteCreate(BaseModel):
     id: str = Identifier
-    name: str = Field(default="", max_length=200)
+    name: DisplayName = ""
 
 
 class SitePublic(BaseModel):
@@ -31,6 +33,7 @@ class UserPublic(BaseModel):
     name: str
     role: str
     sites: list[str]
+    disabled: bool = False
 
 
 class UserCreated(UserPublic):
@@ -47,6 +50,15 @@ class DevicePublic(BaseModel):
     name: str
     site: str
     enrolled: bool
+    disabled: bool = False
+
+
+class AccessChange(BaseModel):
+    reason: ReasonText = Field(description="Why (at least 10 visible characters; logged).")
+
+
+class TokenRotated(BaseModel):
+    token: str = Field(description="The new token, shown once; the old one no longer works.")
 
 
 class DeviceCreated(DevicePublic):

@@ -66,9 +66,9 @@ from bench._audio import speech_like  # noqa: E402
 from bench._meta import load_average, revision  # noqa: E402
 from consent.catalogue import builtin_notices, pick  # noqa: E402
 from consent.records import ConsentRecord  # noqa: E402
-from evidence import FORMAT_VERSION, audio  # noqa: E402
-from evidence.chain import SegmentStatement, header_hash, sign_header, sign_statement  # noqa: E402
-from evidence.envelope import HEADER_BYTES, TAG_BYTES, new_data_key, seal_segment  # noqa: E402
+from evidence import audio, wire  # noqa: E402
+from evidence.envelope import HEADER_BYTES, TAG_BYTES  # noqa: E402
+from evidence.writer import RecordingWriter  # noqa: E402
 
 RATE = 16000
 POOL = 24  # distinct FLAC plaintexts, cycled through the segments
@@ -375,7 +375,7 @@ def enrol_devices(url: str, admin: str, count: int) -> list[Device]:
             created.raise_for_status()
             key = nacl.signing.SigningKey.generate()
             reply = client.post(
-                "/v1/enrol",
+                wire.ENROL,
                 json={"code": created.json()["enrolment_code"], "public_key": bytes(key.verify_key).hex()},
             )
             reply.raise_for_status()
@@ -388,15 +388,19 @@ def enrol_devices(url: str, admin: str, count: int) -> list[Device]:
 @dataclass
 class Recording:
     device: Device
-    id: uuid.UUID
-    header: dict[str, Any]
-    data_key: bytes
-    create_body: dict[str, Any]
+    writer: RecordingWriter
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.writer.id
+
+    @property
+    def create_body(self) -> dict[str, Any]:
+        return self.writer.create_body()
 
 
 def new_recording(device: Device, segment_seconds: float) -> Recording:
-    """A recording header like recorder.recording.LiveRecording builds: consent given, FLAC, sealed key."""
-    rid = uuid.uuid4()
+    """A recording as recorder.recording.LiveRecording makes it (the same writer): consent given, FLAC."""
     now = datetime.now(UTC)
     consent = ConsentRecord.for_notice(
         pick(list(builtin_notices()), "en"),
@@ -406,44 +410,27 @@ def new_recording(device: Device, segment_seconds: float) -> Recording:
         outcome="given",
         staff_code="bench",
     )
-    header = {
-        "version": FORMAT_VERSION,
-        "recording_id": str(rid),
-        "device_id": device.id,
-        "started_at": now.isoformat(),
-        "consent": consent.to_dict(),
-        "sample_rate": RATE,
-        "channels": 1,
-        "segment_seconds": segment_seconds,
-        "codec": "flac",
-    }
-    key = new_data_key()
-    sealed = [
-        {"key_id": kid, "sealed": bytes(nacl.public.SealedBox(nacl.public.PublicKey(pk)).encrypt(key)).hex()}
-        for kid, pk in device.evidence_keys.items()
-    ]
-    body = {"header": header, "header_signature": sign_header(device.key, header).hex(), "sealed_keys": sealed}
-    return Recording(device, rid, header, key, body)
+    writer = RecordingWriter.start(
+        device.key,
+        device.id,
+        consent.to_dict(),
+        device.evidence_keys,
+        sample_rate=RATE,
+        channels=1,
+        segment_seconds=segment_seconds,
+        started_at=now,
+    )
+    return Recording(device, writer)
 
 
 def build_chain(rec: Recording, count: int, plaintexts: list[tuple[bytes, bytes]]) -> list[Upload]:
-    """`count` chained segments, sealed and signed exactly as the recorder does (none final)."""
+    """`count` chained segments, sealed and signed by the recorder's writer (none final)."""
     uploads = []
-    prev = header_hash(rec.header)
-    auth = {"Authorization": f"Bearer {rec.device.token}", "Content-Type": "application/octet-stream"}
+    auth = {"Authorization": f"Bearer {rec.device.token}", "Content-Type": wire.SEGMENT_CONTENT_TYPE}
     for i in range(count):
-        plaintext, plaintext_sha256 = plaintexts[i % len(plaintexts)]
-        envelope = seal_segment(rec.data_key, rec.id, i, False, plaintext)
-        st = SegmentStatement(rec.id, i, False, hashlib.sha256(envelope).digest(), plaintext_sha256, prev)
-        headers = {
-            **auth,
-            "X-Segment-Final": "0",
-            "X-Plaintext-Sha256": plaintext_sha256.hex(),
-            "X-Prev-Hash": prev.hex(),
-            "X-Signature": sign_statement(rec.device.key, st).hex(),
-        }
-        uploads.append(Upload(f"/v1/recordings/{rec.id}/segments/{i}", headers, envelope))
-        prev = st.link_hash()
+        plaintext, _ = plaintexts[i % len(plaintexts)]
+        sealed = rec.writer.seal(plaintext, final=False)
+        uploads.append(Upload(wire.segment_path(rec.id, i), {**auth, **sealed.upload_headers()}, sealed.envelope))
     return uploads
 
 
@@ -590,7 +577,7 @@ def open_recordings(url: str, recs: list[Recording]) -> None:
     with httpx.Client(base_url=url, timeout=30) as client:
         for rec in recs:
             reply = client.post(
-                "/v1/recordings",
+                wire.RECORDINGS,
                 json=rec.create_body,
                 headers={"Authorization": f"Bearer {rec.device.token}"},
             )

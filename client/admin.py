@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from client.http import ApiClient
+from client.tls import add_tls_options
+from evidence.errors import ExitCode
 
 app = typer.Typer(no_args_is_help=True, help="Administration: sites, users, devices (admins cannot read evidence).")
 site_app = typer.Typer(no_args_is_help=True, help="Sites (offices, branches, call centres).")
@@ -60,7 +62,41 @@ def user_add(
 def user_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List users (never their tokens)."""
     for user in ApiClient(server, token).json("GET", "/v1/users"):
-        typer.echo(f"{user['name']}\t{user['role']}\t{','.join(user['sites'])}")
+        state = "\tdisabled" if user.get("disabled") else ""
+        typer.echo(f"{user['name']}\t{user['role']}\t{','.join(user['sites'])}{state}")
+
+
+Reason = Annotated[str, typer.Option(help="Why (at least 10 characters; logged).")]
+
+
+def _find(client: ApiClient, kind: str, ref: str) -> dict[str, object]:
+    """A user by name, or a device by id or (unique) name."""
+    rows: list[dict[str, object]] = client.json("GET", f"/v1/{kind}s")
+    found = [r for r in rows if ref in (r["id"], r["name"])]
+    if len(found) != 1:
+        why = f"no {kind} {ref!r}" if not found else f"{len(found)} {kind}s are named {ref!r}: use the id"
+        typer.secho(f"error: {why}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    return found[0]
+
+
+def _access(kind: str, ref: str, action: str, reason: str, server: str, token: str | None) -> None:
+    client = ApiClient(server, token)
+    row = _find(client, kind, ref)
+    done = client.json("POST", f"/v1/{kind}s/{row['id']}/{action}", json={"reason": reason})
+    typer.echo(f"{kind} {done['name']} {action}d")
+
+
+@user_app.command("disable")
+def user_disable(name: str, reason: Reason, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Lock a user out at once (their token stops working; everything they did stays)."""
+    _access("user", name, "disable", reason, server, token)
+
+
+@user_app.command("enable")
+def user_enable(name: str, reason: Reason, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Let a disabled user back in with the token they had."""
+    _access("user", name, "enable", reason, server, token)
 
 
 @device_app.command("add")
@@ -80,9 +116,28 @@ def device_add(
 def device_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List devices."""
     for device in ApiClient(server, token).json("GET", "/v1/devices"):
-        typer.echo(
-            f"{device['id']}\t{device['name']}\t{device['site']}\t{'enrolled' if device['enrolled'] else 'pending'}"
-        )
+        state = "disabled" if device.get("disabled") else "enrolled" if device["enrolled"] else "pending"
+        typer.echo(f"{device['id']}\t{device['name']}\t{device['site']}\t{state}")
+
+
+@device_app.command("disable")
+def device_disable(device: str, reason: Reason, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Shut a lost or stolen device off: its uploads are refused, what it uploaded stays evidence."""
+    _access("device", device, "disable", reason, server, token)
+
+
+@device_app.command("enable")
+def device_enable(device: str, reason: Reason, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Let a disabled device upload again."""
+    _access("device", device, "enable", reason, server, token)
+
+
+@app.command("rotate-token")
+def rotate_token(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Replace your own token (any user: officers and auditors too); print the new one once."""
+    new = ApiClient(server, token).json("POST", "/v1/token")["token"]
+    typer.echo("your old token no longer works")
+    typer.echo(f"new token (shown once): {new}")
 
 
 @policy_app.command("set")
@@ -129,3 +184,6 @@ def policy_show(
     """Show the rules in force (precedence: hold > retain > longest retention > explicit > shortest deletion)."""
     for p in ApiClient(server, token).json("GET", "/v1/policies", params={"site": site} if site else {}):
         typer.echo(_policy_line(p))
+
+
+add_tls_options(app)  # --ca-file and --pin on every command above with --server: keep last

@@ -9,6 +9,8 @@ import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
+from client.output import echo_audit
+from client.tls import add_tls_options
 from evidence.audit_log import verify_export
 from evidence.key_files import KeyFileError, read_public_signing_key
 
@@ -23,10 +25,7 @@ def log(
     token: Token = None,
 ) -> None:
     """Print access-log entries, oldest first."""
-    for e in ApiClient(server, token).json("GET", "/v1/audit", params={"after": after, "limit": limit}):
-        purpose = f'  purpose="{e["purpose"]}"' if e["purpose"] else ""
-        head = f"{e['seq']:>6}  {e['at'][:19]}  {e['outcome']:<7} {e['action']:<24} {e['actor']:<45}"
-        typer.echo(f"{head} {e['target'] or ''}{purpose}")
+    echo_audit(ApiClient(server, token).json("GET", "/v1/audit", params={"after": after, "limit": limit}))
 
 
 @app.command()
@@ -79,3 +78,6 @@ def verify(
         return
     typer.secho(f"FAILED after {report.entries} good entries ({span}): {report.problems[0]}", fg=typer.colors.RED)
     raise typer.Exit(1)
+
+
+add_tls_options(app)  # --ca-file and --pin on every command above with --server: keep last

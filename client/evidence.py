@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,11 @@ import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
+from client.output import echo_audit, echo_json, when
+from client.tls import add_tls_options
+
+# What an output file's name says it holds; the service speaks these two formats.
+AUDIO_SUFFIXES = {".flac": "flac", ".wav": "wav"}
 
 app = typer.Typer(no_args_is_help=True, help="Search, inspect and retrieve evidence (officers; every read is logged).")
 
@@ -29,7 +35,7 @@ def list_(
     }
     for r in ApiClient(server, token).json("GET", "/v1/evidence", params=params):
         typer.echo(
-            f"{r['id']}  {r['started_at'][:19]}  {r['site']:<16} {r['status']:<11} "
+            f"{r['id']}  {when(r['started_at'])}  {r['site']:<16} {r['status']:<11} "
             f"{r['segment_count']:>4} seg  {r['incident_category'] or '-'}"
         )
 
@@ -37,38 +43,96 @@ def list_(
 @app.command()
 def show(recording_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """Show one recording's metadata, consent record and segments."""
-    typer.echo(
-        json.dumps(ApiClient(server, token).json("GET", f"/v1/evidence/{recording_id}"), indent=2, ensure_ascii=False)
-    )
+    echo_json(ApiClient(server, token).json("GET", f"/v1/evidence/{recording_id}"))
+
+
+def _usage_error(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+def _audio_format(output: Path, given: str | None) -> str:
+    """The format to ask for: --format if given (it must agree with a .flac/.wav name), else the name's."""
+    named = AUDIO_SUFFIXES.get(output.suffix.lower())
+    if given is None:
+        return named or "flac"
+    if given not in ("flac", "wav"):
+        raise _usage_error("--format must be flac or wav")
+    if named is not None and named != given:
+        raise _usage_error(
+            f"--format {given} does not match {output.name} (a {named.upper()} file name); "
+            f"drop --format or name the file .{given}"
+        )
+    return given
+
+
+def _move_into_place(part: Path, output: Path, force: bool) -> None:
+    """Give the finished download its name; without --force never replace a file, even one made meanwhile."""
+    if force:
+        os.replace(part, output)
+        return
+    try:
+        os.link(part, output)  # atomic, and fails if the name exists
+    except FileExistsError:
+        raise _usage_error(f"{output} exists; pass --force to replace it") from None
+    except OSError:  # a file system without hard links
+        if output.exists():
+            raise _usage_error(f"{output} exists; pass --force to replace it") from None
+        os.replace(part, output)
 
 
 @app.command()
 def get(
     recording_id: str,
     purpose: Annotated[str, typer.Option(help="Why you need it (at least 10 characters; logged before release).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the audio.")],
-    format: Annotated[str, typer.Option(help="flac or wav")] = "flac",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the audio (.flac or .wav).")],
+    format: Annotated[
+        str | None, typer.Option(help="flac or wav (default: from the output's extension, else flac).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")] = False,
     server: Server = DEFAULT_SERVER,
     token: Token = None,
 ) -> None:
-    """Verify, decrypt and download a recording's audio."""
-    if format not in ("flac", "wav"):
-        typer.secho("error: --format must be flac or wav", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    response = ApiClient(server, token).call(
-        "GET", f"/v1/evidence/{recording_id}/audio", params={"purpose": purpose, "format": format}
-    )
-    output.write_bytes(response.content)
-    entry = response.headers.get("x-countersign-access-log")
-    typer.echo(f"wrote {output} ({len(response.content)} bytes; access log entry {entry})")
+    """Verify, decrypt and download a recording's audio.
+
+    The audio is written to a temporary file next to the output and renamed only once the
+    whole response has arrived, so a failed transfer never leaves a plausible audio file.
+    """
+    fmt = _audio_format(output, format)
+    if output.exists() and not force:
+        raise _usage_error(f"{output} exists; pass --force to replace it")
+    client = ApiClient(server, token)
+    try:  # before the request: a read the officer cannot save is a read logged for nothing
+        fd, part_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    except OSError as exc:
+        raise _usage_error(f"cannot write to {output.parent}: {exc}") from exc
+    part = Path(part_name)
+    try:
+        params = {"purpose": purpose, "format": fmt}
+        with os.fdopen(fd, "wb") as f, client.stream("GET", f"/v1/evidence/{recording_id}/audio", params=params) as r:
+            size = 0
+            for chunk in r.iter_bytes():
+                f.write(chunk)
+                size += len(chunk)
+            expected = r.headers.get("content-length")
+            if expected is not None and int(expected) != size:
+                raise _usage_error(f"the transfer stopped after {size} of {expected} bytes; nothing was written")
+            f.flush()
+            os.fsync(f.fileno())
+            entry = r.headers.get("x-countersign-access-log")
+        try:
+            _move_into_place(part, output, force)
+        except OSError as exc:
+            raise _usage_error(f"cannot write {output}: {exc}") from exc
+    finally:
+        part.unlink(missing_ok=True)
+    typer.echo(f"wrote {output} ({fmt.upper()}, {size} bytes; access log entry {entry})")
 
 
 @app.command()
 def custody(recording_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """Chain of custody: every logged event about one recording, oldest first."""
-    for e in ApiClient(server, token).json("GET", f"/v1/audit/custody/{recording_id}"):
-        purpose = f'  purpose="{e["purpose"]}"' if e["purpose"] else ""
-        typer.echo(f"{e['seq']:>6}  {e['at'][:19]}  {e['outcome']:<7} {e['action']:<26} {e['actor']}{purpose}")
+    echo_audit(ApiClient(server, token).json("GET", f"/v1/audit/custody/{recording_id}"))
 
 
 @app.command()
@@ -104,16 +168,61 @@ def delete(
     server: Server = DEFAULT_SERVER,
     token: Token = None,
 ) -> None:
-    """Delete a recording now (made by mistake, a data-subject request). Refused while any hold covers it."""
-    r = ApiClient(server, token).json("DELETE", f"/v1/evidence/{recording_id}", params={"reason": reason})
+    """Ask for a recording to be deleted before its time. A second officer of the site approves it
+    (`evidence approve-deletion`), or, unless it is an incident, it goes after the grace period."""
+    r = ApiClient(server, token).json("POST", f"/v1/evidence/{recording_id}/deletion", json={"reason": reason})
+    typer.echo(f"deletion requested: {r['id']} for recording {r['recording_id']}")
+    if r["needs_approval"]:
+        typer.echo("an incident: it is deleted only when a second officer approves it")
+    else:
+        typer.echo(f"it is deleted when a second officer approves it, or after {r['not_before']} unless cancelled")
+
+
+@app.command()
+def deletions(
+    all_: Annotated[bool, typer.Option("--all", help="Also those carried out or cancelled.")] = False,
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Deletion requests of your sites, waiting for a second officer or for their grace period."""
+    rows = ApiClient(server, token).json("GET", "/v1/deletions", params={"state": "all" if all_ else "open"})
+    if not rows:
+        typer.echo("no deletion requests" if all_ else "no open deletion requests")
+        return
+    typer.echo(f"{'request':<36}  {'recording':<36}  {'state':<9}  {'not before':<16}  requested by / reason")
+    for r in rows:
+        typer.echo(
+            f"{r['id']:<36}  {r['recording_id']:<36}  {r['state']:<9}  {when(r['not_before']):<16}  "
+            f"{r['requested_by']}: {r['reason']}"
+        )
+
+
+@app.command("approve-deletion")
+def approve_deletion(request_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Approve another officer's deletion request: the recording is deleted now (never while held)."""
+    r = ApiClient(server, token).json("POST", f"/v1/deletions/{request_id}/approve")
     if r["state"] == "purged":
         typer.echo(f"{r['recording_id']} deleted: keys destroyed, objects removed, tombstone signed")
     else:
         typer.echo(f"{r['recording_id']} keys destroyed (unreadable); the next retention run removes its objects")
 
 
+@app.command("cancel-deletion")
+def cancel_deletion(
+    request_id: str,
+    reason: Annotated[str, typer.Option(help="Why it must not be deleted (logged).")],
+    server: Server = DEFAULT_SERVER,
+    token: Token = None,
+) -> None:
+    """Cancel a deletion request before it is carried out."""
+    r = ApiClient(server, token).json("POST", f"/v1/deletions/{request_id}/cancel", json={"reason": reason})
+    typer.echo(f"deletion request {r['id']} cancelled; recording {r['recording_id']} stays")
+
+
 @app.command()
 def tombstone(recording_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """What remains of a deleted recording, with its signed deletion record."""
-    reply = ApiClient(server, token).json("GET", f"/v1/evidence/{recording_id}/tombstone")
-    typer.echo(json.dumps(reply, indent=2, ensure_ascii=False))
+    echo_json(ApiClient(server, token).json("GET", f"/v1/evidence/{recording_id}/tombstone"))
+
+
+add_tls_options(app)  # --ca-file and --pin on every command above with --server: keep last

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
+from client.output import echo_json, when
+from client.tls import add_tls_options
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,7 +29,7 @@ def _line(h: dict[str, Any]) -> str:
             scope.append(f"category={h['incident_category']}")
     if h["recordings"]:
         scope.append(f"{len(h['recordings'])} recording(s)")
-    state = "active" if h["active"] else f"released {h['released_at'][:19]}"
+    state = "active" if h["active"] else f"released {when(h['released_at'])}"
     return f"{h['id']}  {h['case_ref']:<20} {state:<28} {' '.join(scope)}"
 
 
@@ -67,15 +69,19 @@ def list_(
     token: Token = None,
 ) -> None:
     """List holds in your sites (active ones by default)."""
-    params = {} if all_ else {"active": str(not released).lower()}
-    for hold in ApiClient(server, token).json("GET", "/v1/holds", params=params):
+    client = ApiClient(server, token)
+    # The service lists active holds unless told `active=false`, and a query string cannot
+    # say "either"; so --all asks for both and merges them, oldest first as the service orders.
+    wanted = ("true", "false") if all_ else (str(not released).lower(),)
+    holds = [hold for active in wanted for hold in client.json("GET", "/v1/holds", params={"active": active})]
+    for hold in sorted(holds, key=lambda h: (datetime.fromisoformat(h["created_at"]), h["id"])):
         typer.echo(_line(hold))
 
 
 @app.command()
 def show(hold_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """Show one hold, with how many recordings it covers now."""
-    typer.echo(json.dumps(ApiClient(server, token).json("GET", f"/v1/holds/{hold_id}"), indent=2, ensure_ascii=False))
+    echo_json(ApiClient(server, token).json("GET", f"/v1/holds/{hold_id}"))
 
 
 @app.command()
@@ -88,3 +94,6 @@ def release(
     """Release a hold. Recordings past their date go on the next retention run, unless another hold covers them."""
     hold = ApiClient(server, token).json("POST", f"/v1/holds/{hold_id}/release", json={"reason": reason})
     typer.echo(f"hold {hold['id']} ({hold['case_ref']}) released")
+
+
+add_tls_options(app)  # --ca-file and --pin on every command above with --server: keep last

@@ -1,13 +1,19 @@
-"""HTTP client for the admin, officer and auditor CLIs."""
+"""HTTP client for the admin, officer and auditor CLIs.
+
+httpx is imported where a request is made, not here: importing it costs more than
+the rest of a client command's start-up, and `--help` never sends anything.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import typer
+from client.errors import BadReply, MissingToken, RequestRefused, ServerUnreachable, fail
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def error_detail(response: httpx.Response) -> str:
@@ -21,29 +27,43 @@ def error_detail(response: httpx.Response) -> str:
     return str(detail)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
+def _refused(response: httpx.Response) -> RequestRefused:
+    return RequestRefused(f"{response.status_code}: {error_detail(response)}")
 
 
 class ApiClient:
     def __init__(self, server: str, token: str | None) -> None:
         if not token:
-            raise _fail("set COUNTERSIGN_TOKEN (or pass --token)", 2)
+            raise fail(MissingToken())
+        import httpx
+
+        from client import tls  # --ca-file / --pin (COUNTERSIGN_CA_FILE / COUNTERSIGN_SERVER_PIN)
+
+        try:
+            verify = tls.verify_for(server)
+        except tls.TlsOptionError as exc:
+            raise fail(exc) from exc
+        self._transport_error = httpx.TransportError
         self.http = httpx.Client(
             base_url=server.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(120, connect=5),
+            verify=verify,
         )
+
+    def _unreachable(self, exc: Exception) -> ServerUnreachable:
+        from client import tls
+
+        return tls.unreachable(self.http.base_url, exc)
 
     def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send a request; print a clear error and exit non-zero on failure."""
         try:
             response = self.http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            raise _fail(f"cannot reach {self.http.base_url}: {exc}", 7) from exc
+        except self._transport_error as exc:
+            raise fail(self._unreachable(exc)) from exc
         if response.status_code >= 400:
-            raise _fail(f"{response.status_code}: {error_detail(response)}", 1)
+            raise fail(_refused(response))
         return response
 
     @contextmanager
@@ -53,14 +73,14 @@ class ApiClient:
             with self.http.stream(method, url, **kwargs) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise _fail(f"{response.status_code}: {error_detail(response)}", 1)
+                    raise fail(_refused(response))
                 yield response
-        except httpx.TransportError as exc:
-            raise _fail(f"cannot reach {self.http.base_url}: {exc}", 7) from exc
+        except self._transport_error as exc:
+            raise fail(self._unreachable(exc)) from exc
 
     def json(self, method: str, url: str, **kwargs: Any) -> Any:
         response = self.call(method, url, **kwargs)
         try:
             return response.json()
         except ValueError as exc:
-            raise _fail(f"{response.status_code}: the server did not answer with JSON", 1) from exc
+            raise fail(BadReply(f"{response.status_code}: the server did not answer with JSON")) from exc

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from consent.catalogue import Notice
+from evidence.text import TextError, check_text
 
 OUTCOMES = ("given", "objected")
 METHODS = ("displayed", "spoken", "displayed+spoken", "ivr")
@@ -74,6 +75,10 @@ class ConsentRecord:
                 raise ConsentError(f"{name} must be a string")
         if not self.staff_code or not isinstance(self.staff_code, str) or len(self.staff_code) > 64:
             raise ConsentError("staff_code must be 1-64 characters")
+        try:  # printed on reports and terminals: no escape sequences, NULs or invisible characters
+            check_text(self.staff_code, name="staff_code", max_length=64)
+        except TextError as exc:
+            raise ConsentError(str(exc)) from exc
         try:
             presented = datetime.fromisoformat(self.presented_at)
             decided = datetime.fromisoformat(self.decided_at)

@@ -15,6 +15,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from evidence.errors import ExitCode
+
 # name -> (module holding a Typer `app`, the extra that installs it, one line of help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "server": ("api.cli", "server", "Initialise and run the Countersign service."),
@@ -22,14 +24,24 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "retention": (
         "retention.cli",
         "server",
-        "Retention: purge what policy no longer lets us keep (on the server).",
+        "Retention: purge what policy no longer lets us keep; report what is due.",
     ),
-    "recorder": ("recorder.cli", "recorder", "The counter agent: consent notice, record, spool, upload."),
-    "admin": ("client.admin", "client", "Administer sites, users, devices and retention policies."),
-    "evidence": ("client.evidence", "client", "Find, inspect and retrieve evidence (compliance officers)."),
-    "hold": ("client.holds", "client", "Legal holds: place, list, show and release (compliance officers)."),
-    "audit": ("client.audit", "client", "Read, export and verify the tamper-evident access log (auditors)."),
+    "recorder": ("recorder.cli", "recorder", "The counter agent: enrol a device, record with consent, upload."),
+    "admin": ("client.admin", "client", "Administration: sites, users, devices (admins cannot read evidence)."),
+    "evidence": (
+        "client.evidence",
+        "client",
+        "Search, inspect and retrieve evidence (officers; every read is logged).",
+    ),
+    "hold": (
+        "client.holds",
+        "client",
+        "Legal holds: a held recording cannot be deleted by anyone until every hold on it is released.",
+    ),
+    "audit": ("client.audit", "client", "Read, export and verify the access log (auditors)."),
 }
+
+OWN_PACKAGES = {"api", "client", "consent", "countersign", "evidence", "recorder", "retention"}
 
 
 class LazyGroup(TyperGroup):
@@ -46,13 +58,15 @@ class LazyGroup(TyperGroup):
             module = importlib.import_module(module_name)
         except ImportError as exc:
             missing = exc.name or str(exc)
+            if missing.split(".")[0] in OWN_PACKAGES:
+                raise  # a bug in our own code, not a missing extra: let it show
             typer.secho(
                 f"error: 'countersign {cmd_name}' is not installed on this machine (missing {missing}); "
                 f"install it with: pip install 'countersign[{extra}]'",
                 fg=typer.colors.RED,
                 err=True,
             )
-            raise typer.Exit(2) from None
+            raise typer.Exit(ExitCode.USAGE) from None
         command = typer.main.get_command(module.app)
         command.name = cmd_name
         return command

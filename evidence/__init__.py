@@ -2,9 +2,11 @@
 
 Everything that crosses from a device to the service, and everything the service
 keeps, is defined here and nowhere else: the encrypted segment envelope
-(`envelope`), the recording header that binds consent into the chain and the
-signed segment statements that form the chain (`chain`), and the errors both
-sides raise (`errors`).
+(`envelope`), the signed segment statements that form the chain (`chain`), the
+recording header that binds consent into the chain with its strict parser, the
+upload header names and the endpoint paths (`wire`), the one device-side
+writer every device seals through (`writer`), and the errors both sides raise
+(`errors`).
 """
 
 FORMAT_VERSION = 1

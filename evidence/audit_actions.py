@@ -27,12 +27,21 @@ class Action(StrEnum):
     EVIDENCE_CUSTODY = "api:evidence:custody"
     RECORDING_FLAG = "api:recording:flag"
     RECORDING_EXTEND = "api:recording:extend"
-    RECORDING_DELETE = "api:recording:delete"
+    RECORDING_DELETE = "api:recording:delete"  # an early deletion carried out (or refused)
+    DELETION_REQUEST = "api:deletion:request"
+    DELETION_APPROVE = "api:deletion:approve"
+    DELETION_CANCEL = "api:deletion:cancel"
     HOLD_CREATE = "api:hold:create"
     HOLD_RELEASE = "api:hold:release"
     # administrators
     SITE_CREATE = "api:site:create"
     USER_CREATE = "api:user:create"
+    USER_DISABLE = "api:user:disable"
+    USER_ENABLE = "api:user:enable"
+    DEVICE_DISABLE = "api:device:disable"
+    DEVICE_ENABLE = "api:device:enable"
+    TOKEN_ROTATE = "api:token:rotate"  # a user or a device replaced its own token
+    ADMIN_RESET = "cli:admin:reset"  # a lost admin token replaced on the server itself
     POLICY_SET = "api:policy:set"
     POLICY_CLEAR = "api:policy:clear"
     SERVER_INIT = "cli:server:init"
@@ -41,6 +50,7 @@ class Action(StrEnum):
     AUDIT_EXPORT = "api:audit:export"
     # anyone refused
     ACCESS_DENIED = "api:access:denied"
+    ACCESS_DENIED_SUMMARY = "api:access:denied-summary"  # failures past the rate, counted (api.core.throttle)
     # the retention job
     RECORDING_SHRED = "retention:recording:shred"
     RECORDING_PURGE = "retention:recording:purge"

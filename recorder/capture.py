@@ -19,6 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from evidence.audio import PCM
+from recorder.errors import AudioDeviceError
 
 BLOCK_SECONDS = 0.1
 QUEUE_SECONDS = 60  # a minute of audio may pile up behind a slow disk before blocks are lost
@@ -58,17 +59,40 @@ class DeviceSource:
         except queue.Full:
             self.dropped_blocks += 1
 
-    def blocks(self) -> Iterator[PCM]:
-        import sounddevice as sd  # imported here: PortAudio scans devices on import
+    def _describe(self) -> str:
+        device = "the default input" if self.device is None else f"input device {self.device!r}"
+        return f"{device} at {self.sample_rate} Hz, {self.channels} channel(s)"
 
-        with sd.InputStream(
-            samplerate=self.sample_rate,
-            channels=self.channels,
-            dtype="int16",
-            device=self.device,
-            blocksize=int(self.sample_rate * BLOCK_SECONDS),
-            callback=self._callback,
-        ):
+    def check(self) -> None:
+        """Fail before anything is shown or spooled when the device cannot record as asked."""
+        try:
+            import sounddevice as sd  # imported here: PortAudio scans devices on import
+
+            sd.check_input_settings(
+                device=self.device, channels=self.channels, samplerate=self.sample_rate, dtype="int16"
+            )
+        except Exception as exc:  # OSError (no PortAudio), sd.PortAudioError, ValueError (no such device)
+            raise AudioDeviceError(
+                f"{self._describe()}: {exc} (see --input-device, or record a file with --input)"
+            ) from None
+
+    def _open(self) -> Any:
+        try:
+            import sounddevice as sd
+
+            return sd.InputStream(
+                samplerate=self.sample_rate,
+                channels=self.channels,
+                dtype="int16",
+                device=self.device,
+                blocksize=int(self.sample_rate * BLOCK_SECONDS),
+                callback=self._callback,
+            )
+        except Exception as exc:  # as in check(): the device went away or is busy
+            raise AudioDeviceError(f"{self._describe()}: {exc}") from None
+
+    def blocks(self) -> Iterator[PCM]:
+        with self._open():
             while not self._stopped:
                 try:
                     yield self._queue.get(timeout=0.2)

@@ -6,16 +6,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from consent.catalogue import pick
+from evidence.errors import ExitCode
 from recorder import prompt
 from recorder.capture import DeviceSource, FileSource, Source
 from recorder.client import DeviceClient
 from recorder.enroll import enroll as do_enroll
-from recorder.errors import RecorderError, ServerRefused, ServerUnreachable
+from recorder.errors import NotAllUploaded, RecorderError, ServerRefused, ServerUnreachable, UsageError
 from recorder.home import DeviceHome
 from recorder.recording import LiveRecording, record_objection
 from recorder.runner import Controls, run
@@ -34,21 +35,49 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def fail(exc: Exception, code: int = 1) -> typer.Exit:
+def fail(exc: Exception, code: ExitCode = ExitCode.FAILED) -> typer.Exit:
+    """Print one line and return the Exit to raise: the error's own exit_code, else `code`."""
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(getattr(exc, "exit_code", code))
+    return typer.Exit(int(getattr(exc, "exit_code", code)))
+
+
+def _open_home(home: Path, spool_max_mb: float) -> tuple[DeviceHome, dict[str, Any], Spool]:
+    """The enrolled device's home, its configuration and its spool (or exit NOT_ENROLLED)."""
+    device_home = DeviceHome(home)
+    try:
+        config = device_home.config()
+    except RecorderError as exc:
+        raise fail(exc) from exc
+    return device_home, config, Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
 
 
 @app.command()
 def enroll(
-    server: Annotated[str, typer.Option(help="Service URL, e.g. http://127.0.0.1:8000")],
+    server: Annotated[str, typer.Option(help="Service URL, e.g. https://countersign.example or http://127.0.0.1:8000")],
     code: Annotated[str, typer.Option(help="One-time enrolment code from 'countersign admin device add'.")],
     home: Home,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="COUNTERSIGN_CA_FILE",
+            help="PEM certificate of the private CA that signed the server's certificate (kept in the home).",
+        ),
+    ] = None,
+    pin: Annotated[
+        str | None,
+        typer.Option(
+            "--pin",
+            envvar="COUNTERSIGN_SERVER_PIN",
+            help="sha256:HEX of the server's certificate; enrolment is refused if it differs. "
+            "Without it, the certificate seen at enrolment is pinned.",
+        ),
+    ] = None,
 ) -> None:
     """Generate this device's signing key and register it with the service."""
     try:
-        config = do_enroll(server, code, home)
-    except (RecorderError, ValueError) as exc:
+        config = do_enroll(server, code, home, ca_file=ca_file, pin=pin)
+    except RecorderError as exc:
         raise fail(exc) from exc
     typer.echo(f"enrolled device {config['device_id']} at site {config['site']}; home {home}")
 
@@ -57,7 +86,9 @@ def _make_source(input_file: Path | None, input_device: str | None, rate: int, c
     if input_file is not None:
         return FileSource(input_file, realtime=realtime)
     device: str | int | None = int(input_device) if input_device and input_device.isdigit() else input_device
-    return DeviceSource(sample_rate=rate, channels=channels, device=device)
+    source = DeviceSource(sample_rate=rate, channels=channels, device=device)
+    source.check()  # a missing or busy device is one line and exit 2, before the notice is shown
+    return source
 
 
 def _watch_keys(controls: Controls, source: Source) -> None:
@@ -100,15 +131,18 @@ def record(
 ) -> None:
     """Show the consent notice, then record, encrypt, sign, spool and upload."""
     if consent not in (None, "given", "objected"):
-        raise fail(ValueError("--consent must be 'given' or 'objected'"), 2)
+        raise fail(UsageError("--consent must be 'given' or 'objected'"))
     device_home = DeviceHome(home)
     try:
         config = device_home.config()
         device_home.evidence_keys()  # fail closed before showing anything
         notice = pick(device_home.notices(), language)
         source = _make_source(input_file, input_device, sample_rate, channels, realtime)
-    except (RecorderError, LookupError, ValueError) as exc:
+        client = DeviceClient.for_home(device_home, config)  # over https: the CA and the pinned certificate
+    except RecorderError as exc:
         raise fail(exc) from exc
+    except (LookupError, ValueError) as exc:  # no notice in that language; a file that is not audio
+        raise fail(exc, ExitCode.USAGE) from exc
 
     if consent is None:
         record_ = prompt.present(
@@ -116,13 +150,13 @@ def record(
             staff,
             say,
             lambda q: typer.prompt(q, default="", show_default=False),
-            prompt.notice_audio(home, notice),
+            # Recording a file (a phone line): the customer is not at this PC's speaker, so nothing is played.
+            prompt.notice_audio(home, notice) if input_file is None else None,
             output_device,
         )
     else:
         record_ = prompt.scripted(notice, staff, consent)
     spool = Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
-    client = DeviceClient(config["server"], device_home.token())
     try:
         if record_.outcome == "objected":
             spooled = record_objection(device_home, spool, record_)
@@ -148,7 +182,11 @@ def record(
         say(f"recording {live.id} — press Enter to stop, 'i <category>' + Enter to flag an incident")
         try:
             summary = run(source, live, uploader, controls, duration, say)
+        except RecorderError as exc:  # e.g. the input device went away: its own line and code
+            uploader.close(0)
+            raise fail(exc) from exc
         except Exception as exc:
+            uploader.close(0)
             raise fail(RecorderError(f"capture failed: {exc}")) from exc
         all_sent = uploader.close(upload_wait)
         say(f"stopped ({summary.stopped_by}): {summary.segments} segments, {summary.seconds:.1f} s")
@@ -160,9 +198,11 @@ def record(
                 f"{live.id} spooled; {len(live.spooled.unsent())} segments wait: run 'countersign recorder sync'"
             )
         if summary.spool_full:
-            raise typer.Exit(5)
+            raise typer.Exit(ExitCode.SPOOL_FULL)  # the runner has printed the ALARM
         if uploader.error is not None:
-            raise typer.Exit(6)
+            raise typer.Exit(ExitCode.SERVER_REFUSED)  # the uploader has printed the refusal
+        if not all_sent:
+            raise fail(NotAllUploaded(f"{len(live.spooled.unsent())} segments of {live.id} wait"))
     finally:
         client.close()
 
@@ -174,18 +214,20 @@ def _upload_now(client: DeviceClient, spool: Spool, spooled: SpooledRecording) -
         typer.echo(f"{spooled.id} uploaded")
     except ServerUnreachable as exc:
         say(f"{exc}; kept in the spool: run 'countersign recorder sync'")
+        raise typer.Exit(ExitCode.SERVER_UNREACHABLE) from exc
+    except ServerRefused as exc:
+        say("the objection record stays in the spool")
+        raise fail(exc) from exc
 
 
 @app.command()
 def sync(home: Home, spool_max_mb: SpoolMax = 1024.0) -> None:
     """Upload whatever is still in the spool (after a crash or an outage)."""
-    device_home = DeviceHome(home)
+    device_home, config, spool = _open_home(home, spool_max_mb)
     try:
-        config = device_home.config()
+        client = DeviceClient.for_home(device_home, config)
     except RecorderError as exc:
         raise fail(exc) from exc
-    spool = Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
-    client = DeviceClient(config["server"], device_home.token())
     errors = 0
     try:
         for spooled in list(spool.recordings()):
@@ -207,19 +249,16 @@ def sync(home: Home, spool_max_mb: SpoolMax = 1024.0) -> None:
     finally:
         client.close()
     if errors:
-        raise typer.Exit(6)
+        raise typer.Exit(ExitCode.SERVER_REFUSED)
 
 
 @app.command()
 def status(home: Home, spool_max_mb: SpoolMax = 1024.0) -> None:
     """Show this device and what waits in its spool."""
-    device_home = DeviceHome(home)
-    try:
-        config = device_home.config()
-    except RecorderError as exc:
-        raise fail(exc) from exc
-    spool = Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
+    _, config, spool = _open_home(home, spool_max_mb)
     typer.echo(f"device {config['device_id']} site {config['site']} server {config['server']}")
+    if config.get("server_pin"):
+        typer.echo(f"server certificate pinned: {config['server_pin']}")
     recordings = list(spool.recordings())
     used = spool.used_bytes()
     typer.echo(f"spool: {len(recordings)} recordings, {used / 1e6:.1f} MB of {spool.max_bytes / 1e6:.0f} MB")

@@ -3,19 +3,60 @@ the caller; anything else is a refusal that must be reported, never swallowed.""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from recorder.errors import ServerRefused, ServerUnreachable
+from evidence import tls, wire
+from recorder.errors import ServerRefused, ServerUnreachable, UsageError
+
+if TYPE_CHECKING:
+    from recorder.home import DeviceHome
 
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
+class ServerNotTrusted(ServerUnreachable):
+    """The server is not the one this device trusts; nothing was sent to it"""
+
+    # Exit 7 (SERVER_UNREACHABLE), as for a server that is down: the real server was not reached
+    # (an impostor, a TLS-intercepting proxy or a captive portal was), nothing was sent, the
+    # evidence stays in the spool and the uploader keeps retrying; 'recorder sync' sends it once
+    # the pinned server answers again.
+
+
 class DeviceClient:
-    def __init__(self, server: str, token: str | None = None) -> None:
+    """The device's connection to the service.
+
+    Over https every connection is verified against the CA (the device's own ca.pem, else the
+    default CAs) and, once enrolled, against the pinned fingerprint of the server's certificate;
+    evidence/tls.py checks the pin inside the TLS handshake, before any request is written.
+    """
+
+    def __init__(
+        self, server: str, token: str | None = None, *, ca_file: Path | None = None, pin: str | None = None
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=TIMEOUT)
+        self.peer: tls.PeerPin | None = None
+        verify: Any = True
+        if server.lower().startswith("https://"):
+            self.peer = tls.PeerPin(pin)
+            verify = tls.client_context(ca_file, self.peer)
+        self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=TIMEOUT, verify=verify)
+
+    @classmethod
+    def for_home(cls, home: DeviceHome, config: dict[str, Any]) -> DeviceClient:
+        """The enrolled device's client: its server, token, CA file and pinned certificate."""
+        try:
+            return cls(config["server"], home.token(), ca_file=home.ca_file(), pin=config.get("server_pin"))
+        except tls.TlsConfigError as exc:  # the home's ca.pem was damaged
+            raise UsageError(f"{exc}; re-enrol this device or restore the file") from exc
+
+    @property
+    def server_fingerprint(self) -> str | None:
+        """The fingerprint of the certificate the server last presented (None over plain http)."""
+        return self.peer.seen if self.peer else None
 
     def close(self) -> None:
         self.http.close()
@@ -24,7 +65,9 @@ class DeviceClient:
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            raise ServerUnreachable(f"{self.http.base_url}: {exc}") from exc
+            if tls.pin_mismatch(exc) is not None:
+                raise ServerNotTrusted(f"{self.http.base_url}: {tls.describe(exc)}") from exc
+            raise ServerUnreachable(f"{self.http.base_url}: {tls.describe(exc)}") from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise ServerUnreachable(f"{response.status_code} {response.text[:200]}")
         if response.status_code >= 400:
@@ -36,27 +79,24 @@ class DeviceClient:
         return response
 
     def enrol(self, code: str, public_key_hex: str) -> dict[str, Any]:
-        data: dict[str, Any] = self._send("POST", "/v1/enrol", json={"code": code, "public_key": public_key_hex}).json()
+        data: dict[str, Any] = self._send("POST", wire.ENROL, json={"code": code, "public_key": public_key_hex}).json()
         return data
 
     def evidence_keys(self) -> dict[str, str]:
-        return {k["key_id"]: k["public_key"] for k in self._send("GET", "/v1/keys").json()}
+        return {k["key_id"]: k["public_key"] for k in self._send("GET", wire.KEYS).json()}
 
     def open_recording(self, body: dict[str, Any]) -> None:
-        self._send("POST", "/v1/recordings", json=body)
+        self._send("POST", wire.RECORDINGS, json=body)
 
     def put_segment(self, recording_id: str, index: int, meta: dict[str, Any], envelope: bytes) -> None:
         headers = {
-            "Content-Type": "application/octet-stream",
-            "X-Segment-Final": "1" if meta["final"] else "0",
-            "X-Plaintext-Sha256": meta["plaintext_sha256"],
-            "X-Prev-Hash": meta["prev_hash"],
-            "X-Signature": meta["signature"],
+            "Content-Type": wire.SEGMENT_CONTENT_TYPE,
+            **wire.upload_headers(meta["final"], meta["plaintext_sha256"], meta["prev_hash"], meta["signature"]),
         }
-        self._send("PUT", f"/v1/recordings/{recording_id}/segments/{index}", content=envelope, headers=headers)
+        self._send("PUT", wire.segment_path(recording_id, index), content=envelope, headers=headers)
 
     def interrupt(self, recording_id: str) -> None:
-        self._send("POST", f"/v1/recordings/{recording_id}/interrupt")
+        self._send("POST", wire.interrupt_path(recording_id))
 
     def flag_incident(self, recording_id: str, category: str) -> None:
-        self._send("POST", f"/v1/recordings/{recording_id}/incident", json={"category": category})
+        self._send("POST", wire.incident_path(recording_id), json={"category": category})

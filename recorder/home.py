@@ -2,7 +2,9 @@
 
 Layout::
 
-    device.json          server URL, device id, site
+    device.json          server URL, device id, site; server_pin: the SHA-256 of the server's
+                         TLS certificate, taken at enrolment (https only; every connection checks it)
+    ca.pem               the private CA the server's certificate chains to (if enrolled with --ca-file)
     signing.key          Ed25519 seed (hex); generated here, never sent anywhere
     token                device bearer token
     evidence_keys.json   the service's evidence public keys (key id -> X25519, hex)
@@ -55,8 +57,16 @@ class DeviceHome:
             raise NotEnrolled(f"{path} is not valid JSON") from exc
 
     def save(
-        self, config: dict[str, Any], seed: bytes, token: str, keys: dict[str, str], notices: list[dict[str, Any]]
+        self,
+        config: dict[str, Any],
+        seed: bytes,
+        token: str,
+        keys: dict[str, str],
+        notices: list[dict[str, Any]],
+        ca_pem: str | None = None,
     ) -> None:
+        if ca_pem is not None:
+            write_private(self.root / "ca.pem", ca_pem)
         write_private(self.root / "signing.key", seed.hex())
         write_private(self.root / "token", token)
         self.save_keys(keys)
@@ -65,6 +75,11 @@ class DeviceHome:
 
     def save_keys(self, keys: dict[str, str]) -> None:
         write_private(self.root / "evidence_keys.json", json.dumps(keys, indent=2))
+
+    def ca_file(self) -> Path | None:
+        """The private CA this device trusts for its server, if it was enrolled with one."""
+        path = self.root / "ca.pem"
+        return path if path.exists() else None
 
     def is_enrolled(self) -> bool:
         return (self.root / "device.json").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from consent.catalogue import Notice
 from consent.records import ConsentRecord
+from recorder.errors import NoticeAudioError
 
 Ask = Callable[[str], str]
 Say = Callable[[str], None]
@@ -20,12 +21,16 @@ def notice_audio(home_root: Path, notice: Notice) -> Path | None:
 
 
 def speak(path: Path, device: str | int | None) -> None:
-    import sounddevice as sd
-    import soundfile as sf
+    """Play the notice audio; any PortAudio/libsndfile problem is one NoticeAudioError."""
+    try:
+        import sounddevice as sd  # OSError when the PortAudio library is missing
+        import soundfile as sf
 
-    data, rate = sf.read(str(path), dtype="int16")
-    sd.play(data, rate, device=device)
-    sd.wait()
+        data, rate = sf.read(str(path), dtype="int16")
+        sd.play(data, rate, device=device)
+        sd.wait()
+    except Exception as exc:  # sd.PortAudioError, sf.LibsndfileError, OSError, ValueError (unknown device)
+        raise NoticeAudioError(f"{path.name}: {exc}") from None
 
 
 def present(
@@ -36,8 +41,12 @@ def present(
     say(f"\n=== {notice.title} ===\n{notice.text}\n")
     method = "displayed"
     if audio is not None:
-        speak(audio, output_device)
-        method = "displayed+spoken"
+        try:
+            speak(audio, output_device)
+            method = "displayed+spoken"
+        except NoticeAudioError as exc:
+            # The notice was shown; the consent record says so and not more. Staff read it aloud.
+            say(f"warning: {exc}; the notice was only shown: read it to the customer")
     while True:
         answer = ask("Notice given. [Enter] customer agrees, start recording / [o] customer objects").strip().lower()
         if answer in ("", "y", "yes"):

@@ -7,17 +7,12 @@ stolen device (or its spool) cannot decrypt anything it recorded.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from datetime import UTC, datetime
-from typing import IO, Any
-
-import nacl.public
+from typing import IO
 
 from consent.records import ConsentRecord
-from evidence import FORMAT_VERSION, audio
-from evidence.chain import SegmentStatement, header_hash, sign_header, sign_statement
-from evidence.envelope import new_data_key, seal_segment
+from evidence import audio
+from evidence.writer import RecordingWriter
 from recorder.errors import RecorderError, SpoolFull
 from recorder.home import DeviceHome
 from recorder.spool import Spool, SpooledRecording
@@ -26,28 +21,10 @@ from recorder.spool import Spool, SpooledRecording
 ENVELOPE_OVERHEAD = 4096
 
 
-def _header(
-    device_id: str, recording_id: uuid.UUID, consent: ConsentRecord, audio_params: dict[str, Any] | None
-) -> dict[str, Any]:
-    return {
-        "version": FORMAT_VERSION,
-        "recording_id": str(recording_id),
-        "device_id": device_id,
-        "started_at": datetime.now(UTC).isoformat(),
-        "consent": consent.to_dict(),
-        **(audio_params or {}),
-    }
-
-
 def record_objection(home: DeviceHome, spool: Spool, consent: ConsentRecord) -> SpooledRecording:
     """The customer objected: spool a signed objection record, and no audio."""
-    recording_id = uuid.uuid4()
-    header = _header(home.config()["device_id"], recording_id, consent, None)
-    signature = sign_header(home.signing_key(), header)
-    return spool.create(
-        str(recording_id),
-        {"header": header, "header_signature": signature.hex(), "sealed_keys": [], "state": "objected"},
-    )
+    writer = RecordingWriter.start(home.signing_key(), home.config()["device_id"], consent.to_dict(), {})
+    return spool.create(str(writer.id), {**writer.create_body(), "state": "objected"})
 
 
 class LiveRecording:
@@ -64,29 +41,30 @@ class LiveRecording:
             raise RecorderError("refusing to record without consent")
         evidence_keys = home.evidence_keys()  # fail closed before anything is captured
         self.spool = spool
-        self.signing_key = home.signing_key()
-        self.id = uuid.uuid4()
         self.sample_rate = sample_rate
         self.channels = channels
         self.frames_per_segment = max(1, round(segment_seconds * sample_rate))
-        self._data_key = new_data_key()
-        sealed = [
-            {"key_id": kid, "sealed": bytes(nacl.public.SealedBox(pk).encrypt(self._data_key)).hex()}
-            for kid, pk in evidence_keys.items()
-        ]
-        params = {"sample_rate": sample_rate, "channels": channels, "segment_seconds": segment_seconds, "codec": "flac"}
-        self.header = _header(home.config()["device_id"], self.id, consent, params)
-        meta = {
-            "header": self.header,
-            "header_signature": sign_header(self.signing_key, self.header).hex(),
-            "sealed_keys": sealed,
-            "state": "recording",
-        }
-        self.spooled = spool.create(str(self.id), meta)
+        # The writer holds the data key (in memory only) and the chain head; the spool gets
+        # the create body (header, its signature, the sealed keys) and, per segment, ciphertext.
+        self._writer = RecordingWriter.start(
+            home.signing_key(),
+            home.config()["device_id"],
+            consent.to_dict(),
+            evidence_keys,
+            sample_rate=sample_rate,
+            channels=channels,
+            segment_seconds=segment_seconds,
+        )
+        self.id: uuid.UUID = self._writer.id
+        self.header = self._writer.header_dict
+        self.spooled = spool.create(str(self.id), {**self._writer.create_body(), "state": "recording"})
         self._lock: IO[bytes] | None = self.spooled.lock()
-        self._prev = header_hash(self.header)
-        self.index = 0
         self.closed = False
+
+    @property
+    def index(self) -> int:
+        """The next segment's index."""
+        return self._writer.index
 
     def room_for_next(self) -> bool:
         """Is there room for another full segment and a final one after it?"""
@@ -102,40 +80,33 @@ class LiveRecording:
         if self.closed:
             raise RecorderError("recording already closed")
         plaintext = audio.encode(pcm, self.sample_rate)
-        envelope = seal_segment(self._data_key, self.id, self.index, final, plaintext)
-        statement = SegmentStatement(
-            self.id,
-            self.index,
-            final,
-            hashlib.sha256(envelope).digest(),
-            hashlib.sha256(plaintext).digest(),
-            self._prev,
-        )
-        signature = sign_statement(self.signing_key, statement)
+        sealed = self._writer.prepare(plaintext, final)
+        statement = sealed.statement
         self.spooled.write_segment(
-            self.index,
-            envelope,
+            sealed.index,
+            sealed.envelope,
             {
                 "final": final,
                 "ciphertext_sha256": statement.ciphertext_sha256.hex(),
                 "plaintext_sha256": statement.plaintext_sha256.hex(),
                 "prev_hash": statement.prev_hash.hex(),
-                "signature": signature.hex(),
+                "signature": sealed.signed.signature.hex(),
             },
         )
-        self.spool.account(len(envelope) + ENVELOPE_OVERHEAD)  # envelope + its statement file
-        self._prev = statement.link_hash()
-        self.index += 1
+        # The chain moves only once the segment is durably spooled: a failed write leaves
+        # the next add() to seal the same index again.
+        self._writer.accept(sealed)
+        self.spool.account(len(sealed.envelope) + ENVELOPE_OVERHEAD)  # envelope + its statement file
         if final:
             self.close()
-        return len(envelope)
+        return len(sealed.envelope)
 
     def flag_incident(self, category: str) -> None:
         self.spooled.update_meta(incident=category)
 
     def close(self) -> None:
         self.closed = True
-        self._data_key = b""  # drop our only reference to the plaintext key
+        self._writer.close()  # drops our only reference to the plaintext key
         self.spooled.update_meta(state="closed")
         if self._lock is not None:
             self._lock.close()

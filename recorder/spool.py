@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,13 @@ from typing import IO, Any
 
 from recorder.errors import SpoolFull
 
+# The capture thread (incident, state) and the upload thread (incident_sent) both rewrite
+# recording.json: its read-modify-write is serialised, and every writer has its own temp name.
+_meta_lock = threading.Lock()
+
 
 def _durable_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -57,8 +62,9 @@ class SpooledRecording:
         return data
 
     def update_meta(self, **changes: Any) -> None:
-        meta = {**self.meta(), **changes}
-        _durable_write(self.folder / "recording.json", json.dumps(meta, indent=2).encode())
+        with _meta_lock:
+            meta = {**self.meta(), **changes}
+            _durable_write(self.folder / "recording.json", json.dumps(meta, indent=2).encode())
 
     def write_segment(self, index: int, envelope: bytes, statement: dict[str, Any]) -> None:
         _durable_write(self.folder / f"{index:06d}.seg", envelope)

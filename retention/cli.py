@@ -3,8 +3,8 @@
 The service does not need to be running: like `server init`, these commands
 build the services from --data (or COUNTERSIGN_DATA_DIR and the other
 COUNTERSIGN_* settings), so cron, a systemd timer or a Kubernetes CronJob can
-run them. Exit status: 0 done, 1 some recordings could not be purged (they are
-retried next run), 2 the service is not configured.
+run them. Exit status (evidence.errors.ExitCode): 0 done, 1 some recordings could
+not be purged (they are retried next run), 2 the service is not configured.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import typer
 from api.core.keys import KeyFileError
 from api.core.models import utcnow
 from api.core.services import Services, build_services
-from api.core.settings import Settings, SettingsError
+from api.core.settings import SettingsError, load_settings
 from retention import job
+from retention.errors import ConflictingOptions, NotAllPurged, NotConfigured, fail
 
 app = typer.Typer(no_args_is_help=True, help="Retention: purge what policy no longer lets us keep; report what is due.")
 
@@ -28,10 +29,9 @@ DataDir = Annotated[Path, typer.Option("--data", envvar="COUNTERSIGN_DATA_DIR", 
 
 def _services(data: Path) -> Services:
     try:
-        return build_services(Settings(data_dir=data))
+        return build_services(load_settings(data_dir=data))
     except (SettingsError, KeyFileError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+        raise fail(NotConfigured(str(exc))) from exc
 
 
 class _Reporter:
@@ -70,8 +70,7 @@ def run_(
 ) -> None:
     """Purge recordings past their retain-until date that no hold covers (crash-safe; safe to run twice at once)."""
     if dry_run and remove_orphans:
-        typer.secho("error: --remove-orphans changes the store; drop --dry-run", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        raise fail(ConflictingOptions("--remove-orphans changes the store; drop --dry-run"))
     services = _services(data)
     now = utcnow()
     with services.sessions() as session:
@@ -95,6 +94,10 @@ def run_(
         typer.echo(
             f"orphaned objects: {len(report.orphans)} ({len(report.removed)} removed), in flight: {len(report.pending)}"
         )
+    for request_id, why in sorted(summary.requests_waiting.items()):
+        typer.echo(f"waiting     deletion request {request_id}  {why}")
+    if summary.requested_deletions:
+        typer.echo(f"requested deletions carried out (grace period over): {len(summary.requested_deletions)}")
     verb = "would purge" if dry_run else "purged"
     count = len(summary.would_purge) if dry_run else len(summary.purged)
     typer.echo(
@@ -103,10 +106,7 @@ def run_(
         + (f" (resumed {summary.resumed}, newly interrupted {summary.interrupted})" if not dry_run else "")
     )
     if summary.errors:
-        typer.secho(
-            f"{len(summary.errors)} recording(s) not purged; they will be retried", fg=typer.colors.RED, err=True
-        )
-        raise typer.Exit(1)
+        raise fail(NotAllPurged(f"{len(summary.errors)} recording(s)"))
 
 
 @app.command()

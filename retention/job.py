@@ -30,6 +30,7 @@ from api.core.models import Recording, utcnow
 from api.core.services import Services
 from evidence.audit_actions import Action
 from retention.decide import Keep, decide
+from retention.deletion import execute_due
 from retention.holds_sync import reconcile_store_holds
 from retention.lifecycle import expire_stale
 from retention.purge import PURGED, SHREDDING, complete, purge
@@ -55,6 +56,8 @@ class RunSummary:
     interrupted: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     store_holds_repaired: list[str] = field(default_factory=list)  # held recordings whose store hold was missing
+    requested_deletions: list[str] = field(default_factory=list)  # early deletions carried out (grace passed)
+    requests_waiting: dict[str, str] = field(default_factory=dict)  # deletion request id -> why it waits
 
     @property
     def ok(self) -> bool:
@@ -191,6 +194,15 @@ def run(
             summary.errors[rid] = message
             progress("error", rid, message)
         _finish_unfinished(services, now, summary, progress)
+        # Early deletions whose grace period passed uncancelled (or approved ones a hold delayed).
+        key = services.keys.signing_key
+        assert key is not None
+        requested = execute_due(services.sessions, services.store, key, now)
+        summary.requested_deletions = requested.executed
+        summary.purged.extend(requested.executed)  # purged by this run, through the same path
+        summary.requests_waiting = requested.waiting
+        for rid in requested.executed:
+            progress("purged", rid, "requested deletion carried out")
 
     with services.sessions() as session:
         summary.due = count_due(session, now)
@@ -228,6 +240,7 @@ def run(
                     "interrupted": summary.interrupted,
                     "errors": len(summary.errors),
                     "store_holds_repaired": len(summary.store_holds_repaired),
+                    "requested_deletions": len(summary.requested_deletions),
                 },
             )
     return summary

@@ -82,3 +82,25 @@ class Tombstone(Base):
     ciphertext_digest: Mapped[bytes | None]  # sha256 over the segments' ciphertext sha256s, in order
     record: Mapped[dict[str, Any] | None]  # the deletion record, as signed
     signature: Mapped[bytes | None]  # Ed25519 by the service signing key
+
+
+class DeletionRequest(Base):
+    """An officer's request to delete a recording before its time: carried out only by a second
+    officer's approval, or by the retention job once its grace period has passed uncancelled
+    (never for an incident, which always needs the second officer). See retention/deletion.py.
+    """
+
+    __tablename__ = "deletion_requests"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    site_id: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(80))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    not_before: Mapped[datetime]  # the grace period ends here
+    needs_approval: Mapped[bool] = mapped_column(Boolean, default=False)  # incidents: grace alone never suffices
+    approved_by: Mapped[str | None] = mapped_column(String(80))
+    decided_at: Mapped[datetime | None]  # approved or cancelled
+    cancelled_by: Mapped[str | None] = mapped_column(String(80))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    executed_at: Mapped[datetime | None] = mapped_column(index=True)

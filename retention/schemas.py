@@ -8,10 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.schemas import Identifier
+from api.core.fields import CaseRef, Identifier, ReasonText
 
 CategoryName = Literal["routine", "incident", "objection", "interrupted"]
-Reason = Field(min_length=10, max_length=2000, description="Why (at least 10 characters; logged).")
 
 
 class PolicySet(BaseModel):
@@ -37,8 +36,8 @@ class PolicyChange(BaseModel):
 
 
 class HoldCreate(BaseModel):
-    case_ref: str = Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")
-    reason: str = Reason
+    case_ref: CaseRef
+    reason: ReasonText = Field(description="Why (at least 10 visible characters; logged).")
     recordings: list[uuid.UUID] = Field(default_factory=list, max_length=10000)
     site: str | None = Field(default=None, min_length=1, max_length=64)
     device: str | None = Field(default=None, min_length=1, max_length=64)
@@ -50,7 +49,7 @@ class HoldCreate(BaseModel):
 
 
 class HoldRelease(BaseModel):
-    reason: str = Reason
+    reason: ReasonText = Field(description="Why (at least 10 visible characters; logged).")
 
 
 class HoldPublic(BaseModel):
@@ -79,7 +78,7 @@ class FlagBody(BaseModel):
 
 class ExtendBody(BaseModel):
     until: datetime
-    reason: str = Reason
+    reason: ReasonText = Field(description="Why (at least 10 visible characters; logged).")
 
 
 class RetentionChange(BaseModel):
@@ -114,3 +113,31 @@ class DeletionPublic(BaseModel):
         description="purged: all gone. shredding: keys destroyed (unreadable); objects go on the next retention run."
     )
     tombstone: TombstonePublic | None
+
+
+class DeletionRequestBody(BaseModel):
+    reason: ReasonText = Field(description="Why it must go before its time (at least 10 visible characters; logged).")
+
+
+class CancelBody(BaseModel):
+    reason: ReasonText = Field(description="Why the deletion must not happen (logged).")
+
+
+class DeletionRequestPublic(BaseModel):
+    id: str
+    recording_id: str
+    site: str
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    not_before: datetime = Field(description="When the grace period ends (the retention job may then carry it out).")
+    needs_approval: bool = Field(description="An incident: only a second officer's approval deletes it.")
+    state: Literal["pending", "approved", "cancelled", "executed"]
+    approved_by: str | None
+    cancelled_by: str | None
+    cancel_reason: str | None
+    executed_at: datetime | None
+
+
+class DeletionDone(DeletionPublic):
+    request: DeletionRequestPublic

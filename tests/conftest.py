@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import nacl.signing
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -21,15 +21,25 @@ from api.app import create_app
 from api.bootstrap import InitResult, init_data_dir
 from api.core.settings import Settings
 from tests.support.backends import AWS_ENV, AWS_UNSET, BACKENDS, POSTGRES_S3, SERVICE_VARS
-from tests.support.factories import SimDevice
+from tests.support.world import World as World  # re-exported: tests import these from here
+from tests.support.world import bearer as bearer
+from tests.support.world import build_world
+from tests.support.world import enrol_sim_device as enrol_sim_device
 
 REPO = Path(__file__).resolve().parent.parent
+# Limits meant for strangers and runaway devices, lifted for the suite (each has its own tests).
+GENEROUS_LIMITS = {"COUNTERSIGN_AUTH_FAILURES_PER_MINUTE": "1000000", "COUNTERSIGN_MAX_OPEN_RECORDINGS": "1000000"}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _backend_session() -> Iterator[None]:
     """PostgreSQL+S3 mode: fake AWS credentials for the whole run; stop moto at the end."""
     with pytest.MonkeyPatch.context() as mp:
+        # Tests make hundreds of refused calls from one address in a minute (the role table);
+        # the throttle's own tests set their limit explicitly (tests/api/test_log_poisoning.py).
+        # Likewise devices that open many recordings and finish few; tests/api/test_quotas.py sets its own.
+        for name, value in GENEROUS_LIMITS.items():
+            mp.setenv(name, value)
         if POSTGRES_S3:
             for name, value in AWS_ENV.items():
                 mp.setenv(name, value)
@@ -81,55 +91,9 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield test_client
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def enrol_sim_device(client: TestClient, admin_token: str, name: str, site: str) -> SimDevice:
-    created = client.post("/v1/devices", json={"name": name, "site": site}, headers=bearer(admin_token))
-    assert created.status_code == 201, created.text
-    key = nacl.signing.SigningKey.generate()
-    reply = client.post(
-        "/v1/enrol", json={"code": created.json()["enrolment_code"], "public_key": bytes(key.verify_key).hex()}
-    )
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    keys = {k["key_id"]: bytes.fromhex(k["public_key"]) for k in body["evidence_keys"]}
-    return SimDevice(body["device_id"], body["token"], key, keys)
-
-
-@dataclass
-class World:
-    """Two sites; an officer for each; an admin, an auditor; a device in each site."""
-
-    admin: str
-    officer: str  # site "north"
-    other_officer: str  # site "south"
-    auditor: str
-    device: SimDevice  # site "north"
-    other_device: SimDevice  # site "south"
-
-
 @pytest.fixture
 def world(client: TestClient, initialised: InitResult) -> World:
-    admin = initialised.admin_token
-    for site in ("north", "south"):
-        assert client.post("/v1/sites", json={"id": site}, headers=bearer(admin)).status_code == 201
-
-    def user(name: str, role: str, sites: list[str]) -> str:
-        reply = client.post("/v1/users", json={"name": name, "role": role, "sites": sites}, headers=bearer(admin))
-        assert reply.status_code == 201, reply.text
-        token: str = reply.json()["token"]
-        return token
-
-    return World(
-        admin=admin,
-        officer=user("olivia", "officer", ["north"]),
-        other_officer=user("oscar", "officer", ["south"]),
-        auditor=user("audrey", "auditor", []),
-        device=enrol_sim_device(client, admin, "counter-n1", "north"),
-        other_device=enrol_sim_device(client, admin, "counter-s1", "south"),
-    )
+    return build_world(client, initialised.admin_token)
 
 
 def free_port() -> int:
@@ -141,7 +105,8 @@ def free_port() -> int:
 
 def cli_env(**extra: str) -> dict[str, str]:
     # The test backend's service settings pass through (set by backend_env); nothing else of the host's.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERSIGN_") or k in SERVICE_VARS}
+    keep = (*SERVICE_VARS, *GENEROUS_LIMITS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERSIGN_") or k in keep}
     env.update({"COUNTERSIGN_ENV": "development", "PYTHONUNBUFFERED": "1"}, **extra)
     return env
 
@@ -167,11 +132,14 @@ def countersign(
 
 
 class LiveServer:
-    """`countersign server run` in a subprocess on a loopback port; can be stopped and started again."""
+    """`countersign server run` in a subprocess on a loopback port; can be stopped and started again.
 
-    def __init__(self, data: Path, port: int) -> None:
-        self.data, self.port = data, port
-        self.url = f"http://127.0.0.1:{port}"
+    With `tls=(cert, key)` it serves https (`ca` verifies its health check); `tls` may be changed between runs.
+    """
+
+    def __init__(self, data: Path, port: int, tls: tuple[Path, Path] | None = None, ca: Path | None = None) -> None:
+        self.data, self.port, self.tls, self.ca = data, port, tls, ca
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data.parent / f"server-{port}.log"
 
@@ -188,6 +156,7 @@ class LiveServer:
                     str(self.data),
                     "--port",
                     str(self.port),
+                    *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []),
                 ],
                 env=cli_env(),
                 stdout=log,
@@ -199,11 +168,14 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify()).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -159,6 +160,20 @@ class Segment(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DeviceUsage(Base):
+    """What one device sent in one UTC day: the daily byte quota's counter (api.ingest.charge_upload).
+
+    One row per device and day, bumped by a conditional UPDATE in the upload's own transaction,
+    so checking the quota costs one primary-key statement however much the device has stored.
+    """
+
+    __tablename__ = "device_usage"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # UTC
+    uploaded_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # segment bodies and recording headers
+    uploads: Mapped[int] = mapped_column(Integer, default=0)  # how many of them
+
+
 class AccessLog(Base):
     """Append-only, hash-chained record of security-relevant events. Written only by api.core.audit.record_event.
 
@@ -216,3 +231,8 @@ Index(
     postgresql_where=_live_incidents,
     sqlite_where=_live_incidents,
 )
+
+# Per-device open-recording quota (api.ingest): counting a device's open recordings reads only
+# this partial index, which holds open recordings alone (a handful per device), never its history.
+_open = Recording.status == "open"
+Index("ix_recordings_device_open", Recording.device_id, postgresql_where=_open, sqlite_where=_open)

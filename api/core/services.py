@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nacl.signing
 from sqlalchemy import Engine
@@ -14,6 +14,7 @@ from api.core.keys import KeyCustodian
 from api.core.settings import Settings
 from api.core.storage import BlobStore
 from api.core.storage.filesystem import FilesystemStore
+from api.core.throttle import FailureThrottle
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Services:
     sessions: sessionmaker[Session]
     store: BlobStore
     keys: KeyCustodian
+    # Unauthenticated failures (bad tokens, bad enrolment codes) per client address (api.core.deps.deny).
+    failures: FailureThrottle = field(default_factory=FailureThrottle)
 
 
 def make_store(settings: Settings) -> BlobStore:
@@ -42,7 +45,14 @@ def build_services(settings: Settings) -> Services:
     keys = KeyCustodian.load(settings.data_dir, settings.passphrase())
     engine = make_engine(settings.sqlalchemy_url)
     assert keys.signing_key is not None  # KeyCustodian.load refuses to return without one
-    return Services(settings, engine, audit_sessions(engine, keys.signing_key, settings), make_store(settings), keys)
+    return Services(
+        settings,
+        engine,
+        audit_sessions(engine, keys.signing_key, settings),
+        make_store(settings),
+        keys,
+        FailureThrottle(burst=settings.auth_failures_per_minute),
+    )
 
 
 def audit_sessions(engine: Engine, key: nacl.signing.SigningKey, settings: Settings) -> sessionmaker[Session]:

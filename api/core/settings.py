@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from evidence.errors import ExitCode
 
 # Passphrases nobody should run production with: refuse them outright.
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "password", "placeholder"})
+# ...and anything shaped like an example file's value ("replace-with-a-long-random-passphrase").
+PLACEHOLDER_WORDS = ("replace", "change", "example", "placeholder", "your-", "your_", "<", "xxx", "todo")
 MIN_PASSPHRASE_LENGTH = 12
+
+
+def looks_like_placeholder(value: str) -> bool:
+    folded = value.strip().lower()
+    return (
+        folded in PLACEHOLDER_SECRETS
+        or any(word in folded for word in PLACEHOLDER_WORDS)
+        or len(set(folded)) < 5  # "aaaaaaaaaaaa", "abababababab": length without any secret in it
+    )
+
+
+ENV_PREFIX = "COUNTERSIGN_"
+_SECRET_FIELDS = frozenset({"key_passphrase", "database_url"})  # never echoed back (a URL may hold a password)
 
 
 class SettingsError(ValueError):
     """The service is not configured safely enough to start."""
 
+    exit_code = ExitCode.USAGE
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COUNTERSIGN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Path("./countersign-data")  # COUNTERSIGN_DATA_DIR
     env: Literal["development", "production"] = "production"  # COUNTERSIGN_ENV
@@ -30,10 +49,16 @@ class Settings(BaseSettings):
     s3_prefix: str = ""  # COUNTERSIGN_S3_PREFIX: keys live under this folder (credentials: the usual AWS chain)
     key_passphrase: SecretStr | None = None  # COUNTERSIGN_KEY_PASSPHRASE (Argon2id-protects private keys)
     max_segment_bytes: int = 4 * 1024 * 1024  # COUNTERSIGN_MAX_SEGMENT_BYTES
+    max_json_bytes: int = 1024 * 1024  # COUNTERSIGN_MAX_JSON_BYTES: any other request body, read before auth
     interrupted_after_seconds: int = 600  # COUNTERSIGN_INTERRUPTED_AFTER_SECONDS
+    deletion_grace_seconds: int = 72 * 3600  # COUNTERSIGN_DELETION_GRACE_SECONDS: an early deletion waits this long
     enrolment_ttl_seconds: int = 24 * 3600  # COUNTERSIGN_ENROLMENT_TTL_SECONDS
+    auth_failures_per_minute: int = 20  # COUNTERSIGN_AUTH_FAILURES_PER_MINUTE: per client address, then 429
     audit_checkpoint_entries: int = 1000  # COUNTERSIGN_AUDIT_CHECKPOINT_ENTRIES: sign the log every N entries...
     audit_checkpoint_seconds: int = 600  # COUNTERSIGN_AUDIT_CHECKPOINT_SECONDS: ...or every T seconds
+    max_open_recordings: int = 4  # COUNTERSIGN_MAX_OPEN_RECORDINGS: per device (status open), then 429
+    device_bytes_per_day: int = 4 * 1024**3  # COUNTERSIGN_DEVICE_BYTES_PER_DAY: per device and UTC day, then 429
+    max_header_bytes: int = 16 * 1024  # COUNTERSIGN_MAX_HEADER_BYTES: a recording's signed header JSON, then 413
 
     @property
     def development(self) -> bool:
@@ -48,10 +73,32 @@ class Settings(BaseSettings):
         value = self.key_passphrase.get_secret_value() if self.key_passphrase else ""
         if self.development and not value:
             return None
-        if value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < MIN_PASSPHRASE_LENGTH:
+        if looks_like_placeholder(value) or len(value) < MIN_PASSPHRASE_LENGTH:
             raise SettingsError(
                 "COUNTERSIGN_KEY_PASSPHRASE must be set to a real secret of at least "
                 f"{MIN_PASSPHRASE_LENGTH} characters outside development "
                 "(or set COUNTERSIGN_ENV=development on a test machine)"
             )
         return value.encode()
+
+
+def load_settings(**values: Any) -> Settings:
+    """Settings from the environment (and `values`); a bad value is one SettingsError naming the variable.
+
+    pydantic's ValidationError is a multi-line report aimed at programmers; whoever runs
+    `countersign server ...` needs the variable, what it held and what it may hold.
+    """
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _describe(error: Any) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    variable = f"{ENV_PREFIX}{field.upper()}"
+    given = "" if field in _SECRET_FIELDS else f"={error.get('input')!r}"
+    if error.get("type") == "literal_error":
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"{variable}{given} is not allowed: use {allowed}"
+    return f"{variable}{given} is not valid: {error.get('msg')}"

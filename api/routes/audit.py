@@ -16,8 +16,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from api.core.audit import checkpoint_now, entry_fields, record_committed, record_event
+from api.core.deps import AuditorDep, Principal, ServicesDep, SessionDep, recording_in_scope, require
 from api.core.models import AccessLog, AuditCheckpoint, AuditHead
-from api.deps import AuditorDep, Principal, ServicesDep, SessionDep, recording_in_scope, require
+from api.core.responses import AUTHED, INPUT, NDJSONResponse, answers, json_refusals
 from api.schemas import AccessLogPublic, CheckpointPublic
 from evidence.audit_actions import Action
 from evidence.audit_log import EXPORT_FORMAT, GENESIS, timestamp
@@ -26,9 +27,11 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 MAX_SEQ = 2**62  # sequence numbers fit a signed 64-bit column on every backend
 AfterSeq = Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only entries after this sequence number.")]
 CustodyReader = Annotated[Principal, Depends(require("officer", "auditor"))]
+EXPORTED = {200: {"description": "The log as JSON Lines: a header, the entries, the checkpoints."}}
+NO_RECORDING = {404: "No such recording (one outside an officer's sites looks the same)."}
 
 
-@router.get("", response_model=list[AccessLogPublic])
+@router.get("", response_model=list[AccessLogPublic], responses=answers(AUTHED, INPUT))
 def read_log(
     auditor: AuditorDep,
     session: SessionDep,
@@ -52,7 +55,7 @@ def _checkpoint_public(c: AuditCheckpoint) -> CheckpointPublic:
     return CheckpointPublic(seq=c.seq, chain_hash=c.chain_hash.hex(), at=timestamp(c.at), signature=c.signature.hex())
 
 
-@router.get("/checkpoints", response_model=list[CheckpointPublic])
+@router.get("/checkpoints", response_model=list[CheckpointPublic], responses=INPUT)
 def checkpoints(
     session: SessionDep, after: AfterSeq = 0, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
 ) -> list[CheckpointPublic]:
@@ -72,10 +75,13 @@ def public_key(services: ServicesDep) -> dict[str, str]:
 
 def _entry_line(e: AccessLog) -> str:
     record = {"type": "entry", **entry_fields(e), "entry_hash": e.entry_hash.hex(), "chain_hash": e.chain_hash.hex()}
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    # ASCII only: U+2028, U+0085 and friends travel as \u escapes, so no reader splits a line on them.
+    return json.dumps(record, ensure_ascii=True) + "\n"
 
 
-@router.get("/export")
+@router.get(
+    "/export", response_class=NDJSONResponse, responses=answers(EXPORTED, json_refusals(answers(AUTHED, INPUT)))
+)
 def export(
     auditor: AuditorDep,
     services: ServicesDep,
@@ -126,7 +132,9 @@ def export(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-@router.get("/custody/{recording_id}", response_model=list[AccessLogPublic])
+@router.get(
+    "/custody/{recording_id}", response_model=list[AccessLogPublic], responses=answers(AUTHED, INPUT, NO_RECORDING)
+)
 def custody(
     recording_id: uuid.UUID, request: Request, reader: CustodyReader, session: SessionDep, services: ServicesDep
 ) -> list[AccessLogPublic]:

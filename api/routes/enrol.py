@@ -6,13 +6,16 @@ from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import select
 
 from api.core.audit import record_committed, record_event
+from api.core.deps import AnyPrincipal, ServicesDep, SessionDep, client_address, stranger_failed, too_many
 from api.core.models import Device, EvidenceKey, NoticeRow, utcnow
+from api.core.responses import AUTHENTICATED, BODY, STORAGE_FULL, TOO_MANY, answers
 from api.core.tokens import new_token, token_hash
-from api.deps import AnyPrincipal, ServicesDep, SessionDep
 from api.schemas import EnrolRequest, EnrolResponse, EvidenceKeyPublic, NoticePublic
 from evidence.audit_actions import Action
+from evidence.text import neutral
 
 router = APIRouter(prefix="/v1", tags=["devices"])
+ENROL_REFUSED = {403: "The enrolment code is unknown, already used or expired.", 429: TOO_MANY, 507: STORAGE_FULL}
 
 
 def active_notices(session: SessionDep) -> list[NoticePublic]:
@@ -28,21 +31,26 @@ def evidence_keys(session: SessionDep) -> list[EvidenceKeyPublic]:
     return [EvidenceKeyPublic(key_id=k.key_id, public_key=k.public_key.hex()) for k in rows]
 
 
-@router.post("/enrol", response_model=EnrolResponse)
+@router.post("/enrol", response_model=EnrolResponse, responses=answers(BODY, ENROL_REFUSED))
 def enrol(body: EnrolRequest, request: Request, session: SessionDep, services: ServicesDep) -> EnrolResponse:
+    address = client_address(request)
+    wait = services.failures.blocked(address)
+    if wait:  # an address guessing codes is stopped before its next guess is even looked at
+        raise too_many(wait)
     device = session.scalar(select(Device).where(Device.enrol_code_hash == token_hash(body.code.upper())))
     now = utcnow()
     if device is None or device.enrol_expires_at is None or device.enrol_expires_at < now:
         # Unknown, used and expired codes look alike to the caller; the log tells them apart.
         reason = "unknown or used code" if device is None else "expired code"
-        record_committed(
-            services.sessions,
-            actor="anonymous",
-            action=Action.DEVICE_ENROL,
-            target=f"device:{device.id}" if device else None,
-            outcome="denied",
-            detail={"reason": reason, "client": request.client.host if request.client else None},
-        )
+        if stranger_failed(services, request).log:
+            record_committed(
+                services.sessions,
+                actor="anonymous",
+                action=Action.DEVICE_ENROL,
+                target=f"device:{device.id}" if device else None,
+                outcome="denied",
+                detail={"reason": reason, "client": neutral(address, 64)},
+            )
         raise HTTPException(403, "enrolment code is unknown, already used or expired")
     token = new_token("csd")
     device.public_key = bytes.fromhex(body.public_key)
@@ -50,7 +58,15 @@ def enrol(body: EnrolRequest, request: Request, session: SessionDep, services: S
     device.enrol_code_hash = None  # one use only
     device.enrol_expires_at = None
     device.enrolled_at = now
-    record_event(session, actor=f"device:{device.id}", action=Action.DEVICE_ENROL, target=f"device:{device.id}")
+    # The device's identity goes into the tamper-evident log: reads trust its key and site only as
+    # recorded here (api.anchors), never as the devices table says.
+    record_event(
+        session,
+        actor=f"device:{device.id}",
+        action=Action.DEVICE_ENROL,
+        target=f"device:{device.id}",
+        detail={"site": device.site_id, "public_key": body.public_key.lower()},
+    )
     session.commit()
     return EnrolResponse(
         device_id=device.id,
@@ -62,12 +78,12 @@ def enrol(body: EnrolRequest, request: Request, session: SessionDep, services: S
     )
 
 
-@router.get("/notices", response_model=list[NoticePublic])
+@router.get("/notices", response_model=list[NoticePublic], responses=AUTHENTICATED)
 def notices(_principal: AnyPrincipal, session: SessionDep) -> list[NoticePublic]:
     return active_notices(session)
 
 
-@router.get("/keys", response_model=list[EvidenceKeyPublic])
+@router.get("/keys", response_model=list[EvidenceKeyPublic], responses=AUTHENTICATED)
 def keys(_principal: AnyPrincipal, session: SessionDep) -> list[EvidenceKeyPublic]:
     """Evidence public keys a device seals data keys to (rotation adds new ids; old ones stay readable)."""
     return evidence_keys(session)

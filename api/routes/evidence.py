@@ -1,10 +1,9 @@
 """Officer endpoints on /v1/evidence, within their sites: search, inspect, retrieve; then the
-recording's life: flag it as an incident, extend it, delete it early, read its tombstone.
+recording's life: flag it as an incident, extend it, read its tombstone.
 
 Every read is logged, with its purpose for audio, and the log entry is
-committed before any byte of audio is sent (fail closed). Deleting goes through
-the same purge path as the retention job (retention.purge) and is refused, for
-everyone, while any active hold covers the recording: 409 naming the case references.
+committed before any byte of audio is sent (fail closed). Deleting a recording
+early takes two officers or a grace period: retention/routes/deletions.py.
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.core.audit import record_committed, record_event
+from api.core.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
+from api.core.fields import human_text
 from api.core.models import Recording, utcnow
-from api.core.services import Services
-from api.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
+from api.core.responses import AUTHED, BODY, INPUT, answers, json_refusals
 from api.retrieval import read_audio, segments_of
 from api.schemas import RecordingDetail, RecordingPublic, SegmentPublic
 from api.search import evidence_search
@@ -29,13 +29,18 @@ from evidence.errors import IntegrityError
 from retention.decide import HoldFacts, covering_holds
 from retention.lifecycle import flag_incident, shown_status
 from retention.models import Tombstone
-from retention.purge import purge
-from retention.schemas import DeletionPublic, ExtendBody, FlagBody, RetentionChange, TombstonePublic
+from retention.routes.deletions import tombstone_public
+from retention.schemas import ExtendBody, FlagBody, RetentionChange, TombstonePublic
 from retention.store import active_holds, facts_of, refresh_retention
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
+GONE = answers({404: "No such recording (or not in your sites).", 410: "The recording was deleted; see its tombstone."})
 
-Purpose = Annotated[str, Query(min_length=10, max_length=500, description="Why you need this evidence (logged).")]
+Purpose = Annotated[
+    str,
+    Query(min_length=10, max_length=500, description="Why you need this evidence (logged)."),
+    human_text("purpose", min_visible=10),
+]
 
 
 def _public(r: Recording, stale_after: int, holds: Sequence[HoldFacts] = ()) -> RecordingPublic:
@@ -57,7 +62,7 @@ def _public(r: Recording, stale_after: int, holds: Sequence[HoldFacts] = ()) -> 
     )
 
 
-@router.get("", response_model=list[RecordingPublic])
+@router.get("", response_model=list[RecordingPublic], responses=answers(AUTHED, INPUT))
 def list_evidence(
     officer: OfficerDep,
     session: SessionDep,
@@ -78,7 +83,7 @@ def list_evidence(
     return [_public(r, services.settings.interrupted_after_seconds, holds) for r in rows]
 
 
-@router.get("/{recording_id}", response_model=RecordingDetail)
+@router.get("/{recording_id}", response_model=RecordingDetail, responses=answers(AUTHED, INPUT, GONE))
 def show_evidence(
     recording_id: uuid.UUID, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
 ) -> RecordingDetail:
@@ -103,7 +108,25 @@ def show_evidence(
     )
 
 
-@router.get("/{recording_id}/audio", responses={200: {"content": {"audio/flac": {}, "audio/wav": {}}}})
+@router.get(
+    "/{recording_id}/audio",
+    response_class=Response,
+    responses=answers(
+        {200: {"description": "The verified audio.", "content": {"audio/flac": {}, "audio/wav": {}}}},
+        json_refusals(
+            answers(
+                AUTHED,
+                INPUT,
+                GONE,
+                {
+                    400: "The evidence is malformed.",
+                    409: "Integrity check failed: nothing is released.",
+                    503: "The access log cannot be written, or no evidence key can open it: nothing is read.",
+                },
+            )
+        ),
+    ),
+)
 def get_audio(
     recording_id: uuid.UUID,
     purpose: Purpose,
@@ -113,8 +136,6 @@ def get_audio(
     services: ServicesDep,
     format: Literal["flac", "wav"] = "flac",
 ) -> Response:
-    if len(purpose.strip()) < 10:  # ten spaces are not a reason
-        raise HTTPException(422, "purpose must say why you need this evidence (at least 10 characters)")
     recording = live(recording_in_scope(request, services, session, officer, recording_id))
     target = f"recording:{recording.id}"
     # Audit first, committed before anything is read: if this fails, nothing is read. The
@@ -157,9 +178,6 @@ def get_audio(
     )
 
 
-DeleteReason = Annotated[
-    str, Query(min_length=10, max_length=500, description="Why it must go before its time (logged).")
-]
 MAX_EXTENSION = timedelta(days=36500)
 
 
@@ -177,7 +195,7 @@ def _change(recording: Recording) -> RetentionChange:
     )
 
 
-@router.post("/{recording_id}/flag", response_model=RetentionChange)
+@router.post("/{recording_id}/flag", response_model=RetentionChange, responses=answers(AUTHED, BODY, GONE))
 def flag(
     recording_id: uuid.UUID,
     body: FlagBody,
@@ -193,7 +211,11 @@ def flag(
     return _change(recording)
 
 
-@router.post("/{recording_id}/extend", response_model=RetentionChange)
+@router.post(
+    "/{recording_id}/extend",
+    response_model=RetentionChange,
+    responses=answers(AUTHED, BODY, GONE, {409: "Already extended further: an extension is never shortened."}),
+)
 def extend(
     recording_id: uuid.UUID,
     body: ExtendBody,
@@ -226,94 +248,11 @@ def extend(
     return _change(recording)
 
 
-def _tombstone(services: Services, tomb: Tombstone) -> TombstonePublic:
-    key = services.keys.signing_key
-    assert key is not None
-    return TombstonePublic(
-        recording_id=tomb.recording_id,
-        site=tomb.site_id,
-        device=tomb.device_id,
-        started_at=tomb.started_at,
-        ended_at=tomb.ended_at,
-        categories=tomb.categories,
-        reason=tomb.reason,
-        rule=tomb.rule,
-        actor=tomb.actor,
-        shredded_at=tomb.shredded_at,
-        purged_at=tomb.purged_at,
-        segment_count=tomb.segment_count,
-        record=tomb.record,
-        signature=tomb.signature.hex() if tomb.signature is not None else None,
-        service_public_key=bytes(key.verify_key).hex(),
-    )
-
-
-@router.delete("/{recording_id}", response_model=DeletionPublic)
-def delete_recording(
-    recording_id: uuid.UUID,
-    reason: DeleteReason,
-    request: Request,
-    officer: OfficerDep,
-    session: SessionDep,
-    services: ServicesDep,
-) -> DeletionPublic:
-    """Delete a recording before its time (made by mistake, a data-subject request). Never while held."""
-    recording = live(recording_in_scope(request, services, session, officer, recording_id))
-    target = f"recording:{recording.id}"
-
-    def refuse_held(refs: tuple[str, ...] | list[str]) -> HTTPException:
-        record_committed(
-            services.sessions,
-            actor=officer.actor,
-            action=Action.RECORDING_DELETE,
-            target=target,
-            outcome="denied",
-            purpose=reason,
-            detail={"holds": list(refs)},
-        )
-        return HTTPException(409, f"recording is under legal hold ({', '.join(refs)}); it cannot be deleted")
-
-    refs = sorted({h.case_ref for h in covering_holds(facts_of(recording), active_holds(session))})
-    if refs:
-        raise refuse_held(refs)
-    session.close()  # the purge uses its own transactions; hold nothing open meanwhile
-    key = services.keys.signing_key
-    assert key is not None
-    result = purge(
-        services.sessions,
-        services.store,
-        key,
-        [str(recording_id)],
-        now=utcnow(),
-        actor=officer.actor,
-        early_reason=reason,
-    )
-    if result.shred.held:  # a hold arrived between the check above and the shredding
-        raise refuse_held(result.shred.held[str(recording_id)])
-    if str(recording_id) in result.shred.store_held:  # nothing was shredded: say which object, and why
-        why = result.shred.store_held[str(recording_id)]
-        record_committed(
-            services.sessions,
-            actor=officer.actor,
-            action=Action.RECORDING_DELETE,
-            target=target,
-            outcome="denied",
-            purpose=reason,
-            detail={"store_hold": why},
-        )
-        raise HTTPException(409, f"recording cannot be deleted: {why}")
-    if result.shred.not_claimed:
-        raise HTTPException(410, f"recording {recording_id} is already being deleted")
-    with services.sessions() as fresh:
-        tomb = fresh.get(Tombstone, str(recording_id))
-        return DeletionPublic(
-            recording_id=str(recording_id),
-            state="purged" if str(recording_id) in result.purged else "shredding",
-            tombstone=_tombstone(services, tomb) if tomb else None,
-        )
-
-
-@router.get("/{recording_id}/tombstone", response_model=TombstonePublic)
+@router.get(
+    "/{recording_id}/tombstone",
+    response_model=TombstonePublic,
+    responses=answers(AUTHED, INPUT, {404: "No such recording, or it has not been deleted."}),
+)
 def tombstone(
     recording_id: uuid.UUID, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
 ) -> TombstonePublic:
@@ -322,4 +261,4 @@ def tombstone(
     tomb = session.get(Tombstone, recording.id)
     if tomb is None:
         raise HTTPException(404, "this recording has not been deleted")
-    return _tombstone(services, tomb)
+    return tombstone_public(services, tomb)

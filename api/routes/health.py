@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from api.deps import ServicesDep
+from api.core.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
 

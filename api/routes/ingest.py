@@ -3,21 +3,47 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.core.deps import DeviceDep, ServicesDep, SessionDep
 from api.core.models import Device
-from api.deps import DeviceDep, ServicesDep, SessionDep
-from api.ingest import SegmentUpload, add_segment, create_recording, own_recording
+from api.core.responses import AUTHED, BODY, INPUT, answers
+from api.ingest import Quotas, SegmentUpload, add_segment, create_recording, own_recording
 from api.schemas import IncidentFlag, RecordingCreate
+from evidence import wire
+from evidence.errors import FormatError
 from retention import lifecycle
 
-router = APIRouter(prefix="/v1/recordings", tags=["ingest"])
+# Full paths from evidence.wire (the recorder builds its URLs from the same constants).
+router = APIRouter(tags=["ingest"])
+NOT_OURS = {404: "No such recording for this device (another device's looks the same)."}
+GONE = {410: "The recording has been deleted."}
+# Per-device quotas (api.ingest.Quotas; COUNTERSIGN_MAX_OPEN_RECORDINGS, _DEVICE_BYTES_PER_DAY, _MAX_HEADER_BYTES).
+OPEN_QUOTAS = {
+    413: "The request body, or the recording header's signed JSON, is over the service's limit.",
+    429: "The device holds as many open recordings as it may, or has sent its bytes for today (UTC; then"
+    " Retry-After), or too many failed attempts came from this address.",
+}
+BYTE_QUOTA = {
+    429: "The device has sent its bytes for today (UTC), or too many failed attempts came from this address;"
+    " retry after Retry-After seconds."
+}
+REOPENED = {200: {"description": "Already open (a repeat of the same request).", "model": dict[str, str]}}
+SEGMENT = {
+    201: {"description": "Stored."},
+    200: {"description": "Already stored, byte for byte (a repeat of the same upload)."},
+    400: "A header has the wrong length, or the Content-Length is malformed.",
+    409: "Out of order, not chained to the last segment, a different copy of a stored one, or the recording is closed.",
+}
 
-HexHeader = Annotated[str, Header(pattern=r"^[0-9a-f]+$", max_length=128)]
+
+def _hex_header(name: str) -> Any:
+    # Non-hex is a 422 from validation; a wrong length is a 400 from wire.UploadHeaders.parse.
+    return Header(alias=name, pattern=r"^[0-9a-f]+$", max_length=128)
 
 
 def _device(session: Session, principal_id: str) -> Device:
@@ -27,11 +53,16 @@ def _device(session: Session, principal_id: str) -> Device:
     return device
 
 
-@router.post("", status_code=201)
+@router.post(
+    wire.RECORDINGS,
+    status_code=201,
+    responses=answers(REOPENED, AUTHED, BODY, {409: "A different recording already has this id."}, OPEN_QUOTAS),
+)
 def open_recording(
-    body: RecordingCreate, principal: DeviceDep, session: SessionDep, response: Response
+    body: RecordingCreate, principal: DeviceDep, session: SessionDep, services: ServicesDep, response: Response
 ) -> dict[str, str]:
-    recording, created = create_recording(session, _device(session, principal.id), body)
+    quotas = Quotas.from_settings(services.settings)
+    recording, created = create_recording(session, _device(session, principal.id), body, quotas)
     session.commit()
     if not created:
         response.status_code = 200
@@ -51,13 +82,12 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _hex(value: str, length: int, name: str) -> bytes:
-    if len(value) != 2 * length:
-        raise HTTPException(400, f"{name} must be {length} bytes of hex")
-    return bytes.fromhex(value)
-
-
-@router.put("/{recording_id}/segments/{index}")
+@router.put(
+    wire.SEGMENT,
+    status_code=201,
+    response_class=Response,
+    responses=answers(AUTHED, BODY, NOT_OURS, GONE, SEGMENT, BYTE_QUOTA),
+)
 async def upload_segment(
     recording_id: uuid.UUID,
     index: int,
@@ -65,20 +95,30 @@ async def upload_segment(
     principal: DeviceDep,
     services: ServicesDep,
     session: SessionDep,
-    x_segment_final: Annotated[str, Header(pattern=r"^[01]$")],
-    x_plaintext_sha256: HexHeader,
-    x_prev_hash: HexHeader,
-    x_signature: HexHeader,
+    x_segment_final: Annotated[str, Header(alias=wire.SEGMENT_FINAL, pattern=r"^[01]$")],
+    x_plaintext_sha256: Annotated[str, _hex_header(wire.PLAINTEXT_SHA256)],
+    x_prev_hash: Annotated[str, _hex_header(wire.PREV_HASH)],
+    x_signature: Annotated[str, _hex_header(wire.SIGNATURE)],
 ) -> Response:
     if not 0 <= index < 2**31:
         raise HTTPException(422, "segment index out of range")
     body = await _read_limited(request, services.settings.max_segment_bytes)
+    received = {
+        wire.SEGMENT_FINAL: x_segment_final,
+        wire.PLAINTEXT_SHA256: x_plaintext_sha256,
+        wire.PREV_HASH: x_prev_hash,
+        wire.SIGNATURE: x_signature,
+    }
+    try:
+        fields = wire.UploadHeaders.parse(received)
+    except FormatError as exc:
+        raise HTTPException(400, exc.detail) from exc
     upload = SegmentUpload(
         index=index,
-        final=x_segment_final == "1",
-        plaintext_sha256=_hex(x_plaintext_sha256, 32, "X-Plaintext-Sha256"),
-        prev_hash=_hex(x_prev_hash, 32, "X-Prev-Hash"),
-        signature=_hex(x_signature, 64, "X-Signature"),
+        final=fields.final,
+        plaintext_sha256=fields.plaintext_sha256,
+        prev_hash=fields.prev_hash,
+        signature=fields.signature,
         body=body,
     )
 
@@ -86,7 +126,9 @@ async def upload_segment(
     # request's session (authentication already holds its connection): a second one per
     # upload exhausted the pool at ~15 concurrent uploads (deadlock, then 500s).
     def store() -> bool:
-        created = add_segment(session, services.store, _device(session, principal.id), recording_id, upload)
+        device = _device(session, principal.id)
+        quotas = Quotas.from_settings(services.settings)
+        created = add_segment(session, services.store, device, recording_id, upload, quotas)
         session.commit()
         return created
 
@@ -94,7 +136,7 @@ async def upload_segment(
     return Response(status_code=201 if created else 200)
 
 
-@router.post("/{recording_id}/interrupt")
+@router.post(wire.INTERRUPT, responses=answers(AUTHED, INPUT, NOT_OURS))
 def interrupt(recording_id: uuid.UUID, principal: DeviceDep, session: SessionDep) -> dict[str, str]:
     """The device says the recording was cut short (crash, power loss) and nothing more will come."""
     recording = own_recording(session, principal.id, recording_id)
@@ -103,7 +145,7 @@ def interrupt(recording_id: uuid.UUID, principal: DeviceDep, session: SessionDep
     return {"id": recording.id, "status": recording.status}
 
 
-@router.post("/{recording_id}/incident")
+@router.post(wire.INCIDENT, responses=answers(AUTHED, BODY, NOT_OURS, GONE))
 def flag_incident(
     recording_id: uuid.UUID, body: IncidentFlag, principal: DeviceDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, str]:

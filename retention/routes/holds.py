@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.core.audit import record_event
+from api.core.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
 from api.core.models import Device, Recording, utcnow
+from api.core.responses import AUTHED, BODY, INPUT, WRONG_ROLE, answers
 from api.core.services import Services
-from api.deps import OfficerDep, Principal, ServicesDep, SessionDep, deny
 from evidence.audit_actions import Action
 from retention.holds_sync import catch_up, covered_ids, covers_clause, place_store_holds, release_store_holds
 from retention.models import Hold, HoldRecording
@@ -29,6 +30,13 @@ from retention.schemas import HoldCreate, HoldPublic, HoldRelease
 
 router = APIRouter(prefix="/v1/holds", tags=["holds"])
 log = logging.getLogger(__name__)
+NO_HOLD = {404: "No such hold (one outside the officer's sites looks the same)."}
+PLACED = {
+    403: f"{WRONG_ROLE} Or the site is outside the officer's sites.",
+    404: "No such device or recording (one outside the officer's sites looks the same).",
+    410: "A named recording was already deleted; nothing was held.",
+    503: "The object store could not place its legal hold; nothing was held, retry.",
+}
 
 
 def _public(hold: Hold, covers: int | None = None) -> HoldPublic:
@@ -77,7 +85,8 @@ def _site_for(
         if recording is None:
             raise HTTPException(404, f"no such recording {rid}")
         if not officer.may_see_site(recording.site_id):
-            raise deny(services, request, 403, "recording belongs to a site outside your scope", officer.actor)
+            reason = "recording belongs to a site outside your scope"
+            raise deny(services, request, 404, reason, officer.actor, answer=f"no such recording {rid}")
         if recording.purge_state is not None:
             raise HTTPException(410, f"recording {rid} was already deleted; it cannot be held")
         sites.add(recording.site_id)
@@ -92,7 +101,7 @@ def _site_for(
     return site, ids
 
 
-@router.post("", status_code=201, response_model=HoldPublic)
+@router.post("", status_code=201, response_model=HoldPublic, responses=answers(AUTHED, BODY, PLACED))
 def create_hold(
     body: HoldCreate, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
 ) -> HoldPublic:
@@ -164,11 +173,12 @@ def _scoped_hold(request: Request, services: Services, session: Session, officer
     if hold is None:
         raise HTTPException(404, "no such hold")
     if not officer.may_see_site(hold.site_id):
-        raise deny(services, request, 403, "hold belongs to a site outside your scope", officer.actor)
+        reason = "hold belongs to a site outside your scope"
+        raise deny(services, request, 404, reason, officer.actor, answer="no such hold")
     return hold
 
 
-@router.get("", response_model=list[HoldPublic])
+@router.get("", response_model=list[HoldPublic], responses=answers(AUTHED, INPUT))
 def list_holds(
     officer: OfficerDep,
     session: SessionDep,
@@ -180,7 +190,7 @@ def list_holds(
     return [_public(h) for h in session.scalars(query.order_by(Hold.created_at))]
 
 
-@router.get("/{hold_id}", response_model=HoldPublic)
+@router.get("/{hold_id}", response_model=HoldPublic, responses=answers(AUTHED, INPUT, NO_HOLD))
 def show_hold(
     hold_id: uuid.UUID, request: Request, officer: OfficerDep, session: SessionDep, services: ServicesDep
 ) -> HoldPublic:
@@ -188,7 +198,11 @@ def show_hold(
     return _public(hold, covered_count(session, hold) if hold.released_at is None else None)
 
 
-@router.post("/{hold_id}/release", response_model=HoldPublic)
+@router.post(
+    "/{hold_id}/release",
+    response_model=HoldPublic,
+    responses=answers(AUTHED, BODY, NO_HOLD, {409: "The hold was already released."}),
+)
 def release_hold(
     hold_id: uuid.UUID,
     body: HoldRelease,

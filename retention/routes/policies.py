@@ -14,8 +14,9 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
 from api.core.audit import record_event
+from api.core.deps import AdminDep, SessionDep
 from api.core.models import Site, utcnow
-from api.deps import AdminDep, SessionDep
+from api.core.responses import AUTHED, BODY, INPUT, answers
 from evidence.audit_actions import Action
 from retention.models import RetentionPolicy
 from retention.policy import SHIPPED_DEFAULTS, PolicyError, Rule
@@ -23,6 +24,8 @@ from retention.schemas import CategoryName, PolicyChange, PolicyPublic, PolicySe
 from retention.store import DEFAULT_SCOPE, recompute_for_rule
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
+NO_SITE = {404: "No such site."}
+NO_RULE = {404: "No stored rule for that category there."}
 
 
 def _stored_public(row: RetentionPolicy) -> PolicyPublic:
@@ -56,7 +59,7 @@ def _rule_dict(p: PolicyPublic | None) -> dict[str, object] | None:
     return None if p is None else {"retain_days": p.retain_days, "delete_days": p.delete_days, "source": p.source}
 
 
-@router.get("", response_model=list[PolicyPublic])
+@router.get("", response_model=list[PolicyPublic], responses=answers(AUTHED, INPUT))
 def show_policies(_admin: AdminDep, session: SessionDep, site: str | None = None) -> list[PolicyPublic]:
     """The rules in force: defaults (stored or shipped) and every site's explicit rules."""
     stored = list(session.scalars(select(RetentionPolicy)))
@@ -66,7 +69,7 @@ def show_policies(_admin: AdminDep, session: SessionDep, site: str | None = None
     return sorted(rules, key=lambda p: (p.site or "", p.category))
 
 
-@router.put("", response_model=PolicyChange)
+@router.put("", response_model=PolicyChange, responses=answers(AUTHED, BODY, NO_SITE))
 def set_policy(body: PolicySet, admin: AdminDep, session: SessionDep) -> PolicyChange:
     """Set the rule for a category, by default or at one site; recompute affected recordings."""
     try:
@@ -97,7 +100,7 @@ def set_policy(body: PolicySet, admin: AdminDep, session: SessionDep) -> PolicyC
     return PolicyChange(rule=after, recomputed=recomputed)
 
 
-@router.delete("", response_model=PolicyChange)
+@router.delete("", response_model=PolicyChange, responses=answers(AUTHED, INPUT, NO_RULE))
 def clear_policy(
     category: CategoryName,
     admin: AdminDep,

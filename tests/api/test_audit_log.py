@@ -266,7 +266,7 @@ def test_custody_lists_one_recordings_events(client: TestClient, world: World) -
     actions = [e["action"] for e in reply.json()]
     assert actions[0] == "api:recording:create" and "api:evidence:read" in actions
     assert all(e["target"] == target for e in reply.json())
-    assert client.get(f"/v1/audit/custody/{rid}", headers=bearer(world.other_officer)).status_code == 403
+    assert client.get(f"/v1/audit/custody/{rid}", headers=bearer(world.other_officer)).status_code == 404
     assert client.get(f"/v1/audit/custody/{rid}", headers=bearer(world.admin)).status_code == 403
 
 

@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from api.bootstrap import init_data_dir
-from api.core.models import AccessLog, Recording, Segment, User
+from api.core.models import AccessLog, Device, Recording, Segment, User
 from api.core.services import Services
 from api.core.settings import Settings
 from api.core.storage.interface import segment_key
@@ -52,18 +52,20 @@ from api.schemas import (
     UserCreated,
     UserPublic,
 )
-from retention.models import Hold, RetentionPolicy
+from retention.deletion import state_of as deletion_state
+from retention.models import DeletionRequest, Hold, RetentionPolicy
 from retention.schemas import (
-    DeletionPublic,
+    DeletionDone,
+    DeletionRequestPublic,
     HoldPublic,
     PolicyChange,
     PolicyPublic,
     RetentionChange,
     TombstonePublic,
 )
-from tests.conftest import World, bearer, enrol_sim_device
 from tests.support.backends import BACKENDS
 from tests.support.factories import SimRecording
+from tests.support.world import World, bearer, build_world, delete_early, request_deletion
 
 ROLES = ("anonymous", "bad_token", "device", "officer", "other_officer", "admin", "auditor")
 AUTHENTICATED = frozenset(ROLES) - {"anonymous", "bad_token"}
@@ -134,27 +136,6 @@ class Env:
             assert reply.status_code == 201, reply.text
 
 
-def build_world(client: TestClient, admin: str) -> World:
-    """The same world as tests/conftest.py's `world` fixture, built on a module-scoped client."""
-    for site in ("north", "south"):
-        assert client.post("/v1/sites", json={"id": site}, headers=bearer(admin)).status_code == 201
-
-    def user(name: str, role: str, sites: list[str]) -> str:
-        reply = client.post("/v1/users", json={"name": name, "role": role, "sites": sites}, headers=bearer(admin))
-        assert reply.status_code == 201, reply.text
-        token: str = reply.json()["token"]
-        return token
-
-    return World(
-        admin=admin,
-        officer=user("olivia", "officer", ["north"]),
-        other_officer=user("oscar", "officer", ["south"]),
-        auditor=user("audrey", "auditor", []),
-        device=enrol_sim_device(client, admin, "counter-n1", "north"),
-        other_device=enrol_sim_device(client, admin, "counter-s1", "south"),
-    )
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data: Path = tmp_path_factory.mktemp("authz") / "server"
@@ -211,12 +192,24 @@ class Endpoint:
     allowed: frozenset[str]
     prepare: Callable[[Env], Call]
     ok_status: int = 200
-    site_scoped: bool = False  # officers of another site are refused (403), not just other roles
+    site_scoped: bool = False  # officers of another site are refused, not just other roles
+    scope_status: int = 404  # ...answered like a missing id (403 where the site is named in the body)
+
+    def out_of_scope(self, role: str) -> bool:
+        return self.site_scoped and role in AUTHENTICATED and "officer" in role and role not in self.allowed
 
     def expected(self, role: str) -> int:
         if role in self.allowed:
             return self.ok_status
+        if self.out_of_scope(role):
+            return self.scope_status
         return 401 if role in ("anonymous", "bad_token") else 403
+
+    def answer(self, role: str) -> str:
+        """What the caller is told (the log keeps denial_reason)."""
+        if self.out_of_scope(role) and self.scope_status == 404:
+            return "no such"
+        return self.denial_reason(role)
 
     def denial_reason(self, role: str) -> str:
         if role == "anonymous":
@@ -299,6 +292,67 @@ def get_devices(env: Env) -> Call:
         assert devices[env.world.device.id].enrolled and devices[env.world.device.id].site == "north"
 
     return Call("/v1/devices", check_ok=ok)
+
+
+def _fresh_user(env: Env) -> str:
+    reply = env.client.post("/v1/users", json={"name": _unique("user"), "role": "auditor"}, headers=env.auth("admin"))
+    assert reply.status_code == 201, reply.text
+    user_id: str = reply.json()["id"]
+    return user_id
+
+
+def _fresh_device(env: Env) -> str:
+    reply = env.client.post(
+        "/v1/devices", json={"name": _unique("counter"), "site": "north"}, headers=env.auth("admin")
+    )
+    assert reply.status_code == 201, reply.text
+    device_id: str = reply.json()["id"]
+    return device_id
+
+
+def _disabled(env: Env, kind: str, ident: str) -> bool:
+    listed = env.client.get(f"/v1/{kind}s", headers=env.auth("admin")).json()
+    return bool(next(row for row in listed if row["id"] == ident)["disabled"])
+
+
+def access_change(kind: str, action: str) -> Callable[[Env], Call]:
+    """Disable (or enable, after disabling by hand) a fresh user or device: never the world's own."""
+
+    def prepare(env: Env) -> Call:
+        ident = _fresh_user(env) if kind == "user" else _fresh_device(env)
+        if action == "enable":
+            reason = {"reason": "set up for the enable test"}
+            assert env.client.post(f"/v1/{kind}s/{ident}/disable", json=reason, headers=env.auth("admin")).is_success
+        before = _disabled(env, kind, ident)
+
+        def ok(reply: httpx.Response, _role: str) -> None:
+            assert reply.json()["disabled"] is (action == "disable") and _disabled(env, kind, ident) is (
+                action == "disable"
+            )
+
+        def unchanged() -> None:
+            assert _disabled(env, kind, ident) is before
+
+        body = {"reason": f"{action} check for the role table"}
+        return Call(f"/v1/{kind}s/{ident}/{action}", json=body, check_ok=ok, check_unchanged=unchanged)
+
+    return prepare
+
+
+def rotate_token(env: Env) -> Call:
+    def ok(reply: httpx.Response, role: str) -> None:
+        new = reply.json()["token"]
+        assert env.client.get("/v1/keys", headers=bearer(new)).status_code == 200
+        assert env.client.get("/v1/keys", headers=env.auth(role)).status_code == 401  # the old token is gone
+        # Put the world's token back, straight into the database, for the cells that follow.
+        kind, ident = env.actors[role].split(":", 1)
+        old = env.auth(role)["Authorization"].removeprefix("Bearer ")
+        with env.services.sessions() as session, session.begin():
+            row = session.get(Device, ident) if kind == "device" else session.get(User, ident)
+            assert row is not None
+            row.token_hash = token_hash(old)
+
+    return Call("/v1/token", check_ok=ok)
 
 
 def get_notices(_env: Env) -> Call:
@@ -657,28 +711,89 @@ def extend_evidence(env: Env) -> Call:
     return Call(f"/v1/evidence/{rec.id}/extend", json=body, check_ok=ok, check_unchanged=unchanged)
 
 
-def delete_evidence(env: Env) -> Call:
+def _deletion_state(env: Env, request_id: str) -> str:
+    with env.services.sessions() as session:
+        row = session.get(DeletionRequest, request_id)
+        assert row is not None
+        return deletion_state(row)
+
+
+def _requested_by_second_officer(env: Env) -> tuple[SimRecording, str]:
+    """A fresh uploaded recording whose early deletion the other north officer asked for."""
+    rec = env.open_recording(1)
+    env.upload(rec)
+    asked = request_deletion(env.client, env.world.second_officer, rec.id, REASON)
+    assert asked.status_code == 202, asked.text
+    return rec, asked.json()["id"]
+
+
+def request_evidence_deletion(env: Env) -> Call:
     rec = env.open_recording(1)
     env.upload(rec)
 
+    def pending(session_rec: SimRecording) -> list[DeletionRequest]:
+        with env.services.sessions() as session:
+            return list(session.scalars(select(DeletionRequest).where(DeletionRequest.recording_id == str(rec.id))))
+
     def ok(reply: httpx.Response, _role: str) -> None:
-        deleted = validate(DeletionPublic, reply)
-        assert deleted.recording_id == str(rec.id) and deleted.state in ("purged", "shredding")
+        asked = validate(DeletionRequestPublic, reply)
+        assert (asked.recording_id, asked.state, asked.site) == (str(rec.id), "pending", "north")
+        row = env.recording(rec.id)
+        assert row is not None and row.purge_state is None  # asked, not done: one officer alone deletes nothing
+
+    def unchanged() -> None:
+        assert pending(rec) == []
+        assert env.services.store.exists(segment_key(str(rec.id), 0))
+
+    return Call(f"/v1/evidence/{rec.id}/deletion", json={"reason": REASON}, check_ok=ok, check_unchanged=unchanged)
+
+
+def list_deletions(env: Env) -> Call:
+    _, request_id = _requested_by_second_officer(env)
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        listed = {r.id: r for r in validate(list[DeletionRequestPublic], reply)}
+        assert (request_id in listed) is (role == "officer")  # south's officer sees none of north's
+        assert all(r.site == ("north" if role == "officer" else "south") for r in listed.values())
+
+    return Call("/v1/deletions", check_ok=ok)
+
+
+def approve_deletion(env: Env) -> Call:
+    rec, request_id = _requested_by_second_officer(env)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        done = validate(DeletionDone, reply)
+        assert done.recording_id == str(rec.id) and done.state in ("purged", "shredding")
         row = env.recording(rec.id)
         assert row is not None and row.purge_state is not None
 
     def unchanged() -> None:
         row = env.recording(rec.id)
         assert row is not None and row.purge_state is None
-        assert env.services.store.exists(segment_key(str(rec.id), 0))
+        assert _deletion_state(env, request_id) == "pending"
 
-    return Call(f"/v1/evidence/{rec.id}", params={"reason": REASON}, check_ok=ok, check_unchanged=unchanged)
+    return Call(f"/v1/deletions/{request_id}/approve", check_ok=ok, check_unchanged=unchanged)
+
+
+def cancel_deletion(env: Env) -> Call:
+    _, request_id = _requested_by_second_officer(env)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert validate(DeletionRequestPublic, reply).state == "cancelled"
+        assert _deletion_state(env, request_id) == "cancelled"
+
+    def unchanged() -> None:
+        assert _deletion_state(env, request_id) == "pending"
+
+    body = {"reason": "the data subject withdrew the request"}
+    return Call(f"/v1/deletions/{request_id}/cancel", json=body, check_ok=ok, check_unchanged=unchanged)
 
 
 def get_tombstone(env: Env) -> Call:
     rec = env.open_recording(1)
     env.upload(rec)
-    deleted = env.client.delete(f"/v1/evidence/{rec.id}", params={"reason": REASON}, headers=env.auth("officer"))
+    deleted = delete_early(env.client, env.world, rec.id, REASON)
     assert deleted.status_code == 200, deleted.text
 
     def ok(reply: httpx.Response, _role: str) -> None:
@@ -699,6 +814,11 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/users", frozenset({"admin"}), get_users),
     Endpoint("POST", "/v1/devices", frozenset({"admin"}), post_device, ok_status=201),
     Endpoint("GET", "/v1/devices", frozenset({"admin"}), get_devices),
+    Endpoint("POST", "/v1/users/{user_id}/disable", ADMIN, access_change("user", "disable")),
+    Endpoint("POST", "/v1/users/{user_id}/enable", ADMIN, access_change("user", "enable")),
+    Endpoint("POST", "/v1/devices/{device_id}/disable", ADMIN, access_change("device", "disable")),
+    Endpoint("POST", "/v1/devices/{device_id}/enable", ADMIN, access_change("device", "enable")),
+    Endpoint("POST", "/v1/token", AUTHENTICATED, rotate_token),
     Endpoint("GET", "/v1/notices", AUTHENTICATED, get_notices),
     Endpoint("GET", "/v1/keys", AUTHENTICATED, get_keys),
     Endpoint("POST", "/v1/enrol", PUBLIC, post_enrol),
@@ -719,7 +839,12 @@ ENDPOINTS = (
     Endpoint("DELETE", "/v1/policies", ADMIN, delete_policy),
     Endpoint("POST", "/v1/evidence/{recording_id}/flag", NORTH_OFFICER, flag_evidence, site_scoped=True),
     Endpoint("POST", "/v1/evidence/{recording_id}/extend", NORTH_OFFICER, extend_evidence, site_scoped=True),
-    Endpoint("DELETE", "/v1/evidence/{recording_id}", NORTH_OFFICER, delete_evidence, site_scoped=True),
+    Endpoint(
+        "POST", "/v1/evidence/{recording_id}/deletion", NORTH_OFFICER, request_evidence_deletion, 202, site_scoped=True
+    ),
+    Endpoint("GET", "/v1/deletions", OFFICERS, list_deletions),
+    Endpoint("POST", "/v1/deletions/{request_id}/approve", NORTH_OFFICER, approve_deletion, site_scoped=True),
+    Endpoint("POST", "/v1/deletions/{request_id}/cancel", NORTH_OFFICER, cancel_deletion, site_scoped=True),
     Endpoint("GET", "/v1/evidence/{recording_id}/tombstone", NORTH_OFFICER, get_tombstone, site_scoped=True),
     Endpoint("GET", "/v1/audit/export", frozenset({"auditor"}), audit_export),
     Endpoint(
@@ -762,7 +887,7 @@ def test_cell(env: Env, endpoint: Endpoint, role: str) -> None:
         assert denied == []
         return
 
-    assert endpoint.denial_reason(role) in reply.json()["detail"]
+    assert endpoint.answer(role) in reply.json()["detail"]
     if expected == 401:
         assert reply.headers["WWW-Authenticate"] == "Bearer"
     call.check_unchanged()
@@ -903,7 +1028,7 @@ def test_officer_of_another_site_cannot_read_a_north_recording(app: FastAPI, cli
     south = bearer(world.other_officer)
     for url in (f"/v1/evidence/{rec.id}", f"/v1/evidence/{rec.id}/audio"):
         reply = client.get(url, params={"purpose": "reviewing a complaint"}, headers=south)
-        assert reply.status_code == 403 and "outside your scope" in reply.json()["detail"]
+        assert reply.status_code == 404 and reply.json()["detail"] == "no such recording"  # as if absent
     # Listing is not refused, it is scoped: the north recording is simply not there, even when asked for.
     for params in ({}, {"site": "north"}):
         listed = client.get("/v1/evidence", params=params, headers=south)
@@ -911,8 +1036,8 @@ def test_officer_of_another_site_cannot_read_a_north_recording(app: FastAPI, cli
     denials = _denials(client, world, mark)
     actor = _actor(app, world.other_officer)
     assert [(e.actor, denied_request(e), e.detail["status"]) for e in denials] == [
-        (actor, f"GET /v1/evidence/{rec.id}", 403),
-        (actor, f"GET /v1/evidence/{rec.id}/audio", 403),
+        (actor, f"GET /v1/evidence/{rec.id}", 404),
+        (actor, f"GET /v1/evidence/{rec.id}/audio", 404),
     ]
     # No read was logged as allowed for that officer: nothing left the service.
     entries = client.get("/v1/audit", params={"after": mark}, headers=bearer(world.auditor)).json()

@@ -273,6 +273,22 @@ WRONG_TYPES: dict[str, tuple[str | None, list[tuple[Any, str]]]] = {
             ({"reason": REASON}, "until"),
         ],
     ),
+    "POST /v1/evidence/{recording_id}/deletion": (
+        "officer",
+        [({"reason": 5}, "reason"), ({"reason": "short"}, "reason"), ({}, "reason")],
+    ),
+    "POST /v1/deletions/{request_id}/cancel": (
+        "officer",
+        [({"reason": 5}, "reason"), ({"reason": "short"}, "reason"), ({}, "reason")],
+    ),
+    **{
+        f"POST /v1/{kind}/{{{kind[:-1]}_id}}/{action}": (
+            "admin",
+            [({"reason": 5}, "reason"), ({"reason": "short"}, "reason"), ({}, "reason")],
+        )
+        for kind in ("users", "devices")
+        for action in ("disable", "enable")
+    },
     "PUT /v1/policies": (
         "admin",
         [
@@ -300,7 +316,14 @@ MALFORMED = [
 def _request(env: Env, route: str) -> tuple[str, str]:
     """Method and URL; ids are the good recording's and its hold's: a bad body must not touch them."""
     method, path = route.split(" ")
-    return method, path.format(recording_id=env.good.id, hold_id=env.hold)
+    # A body is validated before the id is looked up: any well-formed id does for a user.
+    return method, path.format(
+        recording_id=env.good.id,
+        hold_id=env.hold,
+        device_id=env.device.id,
+        user_id="00000000-0000-4000-8000-000000000000",
+        request_id="00000000-0000-4000-8000-000000000000",
+    )
 
 
 def _auth(env: Env, role: str | None) -> dict[str, str]:
@@ -706,7 +729,7 @@ def _targets(env: Env, rid: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"/v1/evidence/{rid}/audio", {"params": {"purpose": PURPOSE}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/flag", {"json": {"category": "x"}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/extend", {"json": {"until": FUTURE, "reason": REASON}, "headers": officer}),
-        ("DELETE", f"/v1/evidence/{rid}", {"params": {"reason": REASON}, "headers": officer}),
+        ("POST", f"/v1/evidence/{rid}/deletion", {"json": {"reason": REASON}, "headers": officer}),
         ("GET", f"/v1/evidence/{rid}/tombstone", {"headers": officer}),
         ("GET", f"/v1/audit/custody/{rid}", {"headers": bearer(env.auditor)}),
     ]
@@ -729,7 +752,9 @@ def test_unknown_hold_ids(env: Env, hold_id: str, status: int) -> None:
 
 def test_deleting_the_held_recording_is_refused(env: Env) -> None:
     """The one request here that is well formed and allowed by role: the hold still wins, nothing is lost."""
-    reply = env.client.delete(f"/v1/evidence/{env.good.id}", params={"reason": REASON}, headers=bearer(env.officer))
+    reply = env.client.post(
+        f"/v1/evidence/{env.good.id}/deletion", json={"reason": REASON}, headers=bearer(env.officer)
+    )
     refused(reply, 409, "legal hold", "CASE-GOOD")
 
 
@@ -738,13 +763,15 @@ def test_deleting_the_held_recording_is_refused(env: Env) -> None:
     [
         pytest.param({}, "reason", id="reason-missing"),
         pytest.param({"reason": "oops"}, "at least 10", id="reason-too-short"),
-        pytest.param({"reason": "x" * 501}, "at most 500", id="reason-too-long"),
+        pytest.param({"reason": "x" * 2001}, "at most 2000", id="reason-too-long"),
+        pytest.param({"reason": "\u200b" * 12}, "visible", id="reason-invisible"),
     ],
 )
 def test_bad_delete_reason(env: Env, params: dict[str, str], word: str) -> None:
     rec = env.open_recording(1)
     assert env.put(rec, 0).status_code == 201
-    refused(env.client.delete(f"/v1/evidence/{rec.id}", params=params, headers=bearer(env.officer)), 422, word)
+    reply = env.client.post(f"/v1/evidence/{rec.id}/deletion", json=params, headers=bearer(env.officer))
+    refused(reply, 422, word)
     assert env.read_audio(rec.id).status_code == 200
 
 

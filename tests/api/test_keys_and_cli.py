@@ -17,7 +17,7 @@ from api.bootstrap import init_data_dir
 from api.core.keys import KeyFileError
 from api.core.settings import Settings, SettingsError
 from countersign.cli import app as cli_app
-from tests.conftest import cli_env, countersign
+from tests.conftest import REPO, cli_env, countersign
 
 GOOD = "correct horse battery staple"
 
@@ -28,7 +28,20 @@ def production(data: Path, passphrase: str | None) -> Settings:
     )
 
 
-@pytest.mark.parametrize("passphrase", [None, "", "changeme", "password", "short"])
+@pytest.mark.parametrize(
+    "passphrase",
+    [
+        None,
+        "",
+        "changeme",
+        "password",
+        "short",
+        "replace-with-a-long-random-passphrase",  # deploy/countersign.env.example, copied as it is
+        "change-me-to-something-long",
+        "<your passphrase here>",
+        "aaaaaaaaaaaaaaaa",
+    ],
+)
 def test_production_refuses_placeholder_secrets(tmp_path: Path, passphrase: str | None) -> None:
     with pytest.raises(SettingsError, match="COUNTERSIGN_KEY_PASSPHRASE"):
         init_data_dir(production(tmp_path / "data", passphrase))
@@ -108,3 +121,13 @@ def test_openapi_docs_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/evidence/{recording_id}/audio" in paths and "/healthz" in paths
+
+
+def test_the_example_env_file_value_is_refused() -> None:
+    """Whatever deploy/countersign.env.example says must not start a production service."""
+    example = (REPO / "deploy" / "countersign.env.example").read_text()
+    value = next(
+        line.split("=", 1)[1] for line in example.splitlines() if line.startswith("COUNTERSIGN_KEY_PASSPHRASE=")
+    )
+    with pytest.raises(SettingsError, match="COUNTERSIGN_KEY_PASSPHRASE"):
+        production(Path("/nonexistent"), value).passphrase()

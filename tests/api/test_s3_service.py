@@ -19,6 +19,7 @@ from api.core.storage.interface import segment_key
 from api.core.storage.s3 import BucketNotUsable, S3Store
 from tests.conftest import World, bearer
 from tests.support.retention_support import assert_intact
+from tests.support.world import delete_early
 
 if TYPE_CHECKING:
     from tests.support.s3_server import MotoS3
@@ -84,11 +85,7 @@ def test_early_deletion_leaves_no_version_behind(
     client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
 ) -> None:
     rec = _upload(client, world, 2)
-    reply = client.delete(
-        f"/v1/evidence/{rec.id}",
-        params={"reason": "recorded by mistake at the wrong counter"},
-        headers=bearer(world.officer),
-    )
+    reply = delete_early(client, world, rec.id, "recorded by mistake at the wrong counter")
     assert reply.status_code == 200, reply.text
     assert reply.json()["state"] == "purged"
     assert _versions(moto_s3, settings, str(rec.id)) == []  # no versions, no delete markers
@@ -101,11 +98,7 @@ def test_a_store_level_hold_stops_a_purge_before_shredding(
     rec = _upload(client, world, 2)
     held = segment_key(str(rec.id), 0)
     _services(client).store.set_legal_hold(held, True)
-    reply = client.delete(
-        f"/v1/evidence/{rec.id}",
-        params={"reason": "recorded by mistake at the wrong counter"},
-        headers=bearer(world.officer),
-    )
+    reply = delete_early(client, world, rec.id, "recorded by mistake at the wrong counter")
     assert reply.status_code == 409, reply.text
     assert f"the object store holds {held}" in reply.json()["detail"]
     assert f"{PREFIX}/{held}" in _versions(moto_s3, settings, str(rec.id))

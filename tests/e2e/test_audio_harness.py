@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import audio_harness as ah
+from tests.support.capture_process import CaptureProcess, reinitialise_portaudio, start_capture
+from tests.support.pulse import CAPTURE_RATE, MONITOR_SOURCE, SINK_NAME, PulseServer, start_pulseaudio
+from tests.support.similarity import BANDS_HZ, SIMILARITY_THRESHOLD, contains_speech, envelope_similarity
+from tests.support.sounds import play_into_sink, play_into_sink_and_wait, read_wav, speak_to_wav, white_noise
 
 SENTENCE_A = "State your full name and the date of this recording."  # 2.9 s
 SENTENCE_B = "Seven silver spoons were found under the table."  # 2.8 s
-RATE = ah.CAPTURE_RATE
+RATE = CAPTURE_RATE
 MARGIN_SECONDS = 0.4  # capture this much longer than the sentence
 
 _TOOLS = ("pulseaudio", "pactl", "paplay", "parec", "espeak-ng", "sox")
@@ -33,9 +36,9 @@ def _require_audio_stack() -> None:
 
 
 @pytest.fixture(scope="module")
-def pulse() -> Iterator[ah.PulseServer]:
+def pulse() -> Iterator[PulseServer]:
     _require_audio_stack()
-    with ah.start_pulseaudio() as server:
+    with start_pulseaudio() as server:
         yield server
 
 
@@ -44,26 +47,26 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _require_audio_stack()
     directory = tmp_path_factory.mktemp("speech")
     return {
-        "a": ah.speak_to_wav(SENTENCE_A, directory / "a.wav"),
-        "b": ah.speak_to_wav(SENTENCE_B, directory / "b.wav"),
+        "a": speak_to_wav(SENTENCE_A, directory / "a.wav"),
+        "b": speak_to_wav(SENTENCE_B, directory / "b.wav"),
     }
 
 
 def _capture_playback(
-    server: ah.PulseServer, wav: Path | None, out: Path, seconds: float
-) -> tuple[np.ndarray, int, ah.CaptureProcess, float]:
+    server: PulseServer, wav: Path | None, out: Path, seconds: float
+) -> tuple[np.ndarray, int, CaptureProcess, float]:
     """Record ``counter.monitor`` in a fresh process while ``wav`` is played into the sink."""
-    with ah.start_capture(server, out, seconds=seconds) as capture:
+    with start_capture(server, out, seconds=seconds) as capture:
         capture.wait_ready()
         play_started = time.monotonic()
         if wav is not None:
-            ah.play_into_sink_and_wait(server, wav)
+            play_into_sink_and_wait(server, wav)
         captured, rate = capture.wait()
     return captured, rate, capture, play_started
 
 
 def _duration(wav: Path) -> float:
-    samples, rate = ah.read_wav(wav)
+    samples, rate = read_wav(wav)
     return len(samples) / rate
 
 
@@ -78,7 +81,7 @@ def _pseudo_speech(seconds: float, seed: int) -> np.ndarray:
     n = int(seconds * RATE)
     t = np.arange(n) / RATE
     out = np.zeros(n)
-    for low, high in ah.BANDS_HZ:
+    for low, high in BANDS_HZ:
         noise = rng.standard_normal(n)
         spectrum = np.fft.rfft(noise)
         freqs = np.fft.rfftfreq(n, 1 / RATE)
@@ -94,19 +97,19 @@ def test_similarity_ignores_offset_gain_and_silence() -> None:
     offset = 12345
     captured = np.concatenate([np.zeros(offset), 0.05 * reference, np.zeros(RATE)])
     captured += np.random.default_rng(9).standard_normal(len(captured)) * 1e-4
-    score, lag = ah.envelope_similarity(reference, captured, RATE)
+    score, lag = envelope_similarity(reference, captured, RATE)
     assert score > 0.99
     assert abs(lag - offset) <= 0.0025 * RATE  # 2.5 ms lag resolution
 
     other = _pseudo_speech(3.0, seed=2)
-    assert ah.envelope_similarity(other, captured, RATE)[0] < ah.SIMILARITY_THRESHOLD
-    assert ah.envelope_similarity(reference, np.zeros(3 * RATE), RATE) == (0.0, 0)
+    assert envelope_similarity(other, captured, RATE)[0] < SIMILARITY_THRESHOLD
+    assert envelope_similarity(reference, np.zeros(3 * RATE), RATE) == (0.0, 0)
 
 
 def test_similarity_handles_other_capture_rate() -> None:
     reference = _pseudo_speech(3.0, seed=3)
     at_48k = np.repeat(reference, 3)  # crude 3x upsampling; envelopes do not care
-    score, lag = ah.envelope_similarity(reference, np.concatenate([np.zeros(4800), at_48k]), RATE, captured_rate=48000)
+    score, lag = envelope_similarity(reference, np.concatenate([np.zeros(4800), at_48k]), RATE, captured_rate=48000)
     assert score > 0.98
     assert abs(lag - 4800) <= 0.0025 * 48000
 
@@ -117,11 +120,11 @@ def test_similarity_handles_other_capture_rate() -> None:
 
 
 @pytest.mark.audio
-def test_pulse_server_is_private_and_answers(pulse: ah.PulseServer) -> None:
+def test_pulse_server_is_private_and_answers(pulse: PulseServer) -> None:
     assert pulse.is_answering()
-    assert pulse.sinks() == [ah.SINK_NAME]
-    assert ah.MONITOR_SOURCE in pulse.sources()
-    env = pulse.env(source=ah.MONITOR_SOURCE)
+    assert pulse.sinks() == [SINK_NAME]
+    assert MONITOR_SOURCE in pulse.sources()
+    env = pulse.env(source=MONITOR_SOURCE)
     assert env["PULSE_SERVER"] == f"unix:{pulse.socket_path}"
     assert env["PULSE_SOURCE"] == "counter.monitor"
     assert str(pulse.socket_path).startswith("/tmp/cs-pulse-")
@@ -129,81 +132,79 @@ def test_pulse_server_is_private_and_answers(pulse: ah.PulseServer) -> None:
 
 @pytest.mark.audio
 def test_played_speech_is_captured_through_pulse_device(
-    pulse: ah.PulseServer, speech: dict[str, Path], tmp_path: Path
+    pulse: PulseServer, speech: dict[str, Path], tmp_path: Path
 ) -> None:
-    reference, rate = ah.read_wav(speech["a"])
+    reference, rate = read_wav(speech["a"])
     captured, cap_rate, capture, play_started = _capture_playback(
         pulse, speech["a"], tmp_path / "capture.wav", _duration(speech["a"]) + MARGIN_SECONDS
     )
     assert cap_rate == rate == RATE
     assert capture.info["device"] == "pulse"
     assert capture.info["overflows"] == 0
-    assert ah.contains_speech(captured, cap_rate)
+    assert contains_speech(captured, cap_rate)
 
-    score, lag = ah.envelope_similarity(reference, captured, rate)
+    score, lag = envelope_similarity(reference, captured, rate)
     assert capture.ready_monotonic is not None and capture.ready_frames is not None
     expected_lag = capture.ready_frames + (play_started - capture.ready_monotonic) * cap_rate
     print(
         f"\nmatch score={score:.4f} lag={lag} samples ({lag / cap_rate * 1000:.1f} ms), "
         f"lag - clock estimate = {(lag - expected_lag) / cap_rate * 1000:+.1f} ms"
     )
-    assert score >= ah.SIMILARITY_THRESHOLD
+    assert score >= SIMILARITY_THRESHOLD
     assert 0 <= lag <= 0.5 * cap_rate
 
     # (b) the same capture must NOT match unrelated references.
     unrelated = {
-        "other sentence": ah.read_wav(speech["b"])[0],
-        "white noise": ah.white_noise(3.0, RATE, seed=7),
+        "other sentence": read_wav(speech["b"])[0],
+        "white noise": white_noise(3.0, RATE, seed=7),
     }
     for name, other in unrelated.items():
-        other_score, _ = ah.envelope_similarity(other, captured, rate)
+        other_score, _ = envelope_similarity(other, captured, rate)
         print(f"{name}: score={other_score:.4f}")
-        assert other_score < ah.SIMILARITY_THRESHOLD, name
+        assert other_score < SIMILARITY_THRESHOLD, name
 
 
 @pytest.mark.audio
-def test_capture_of_unrelated_playback_is_rejected(
-    pulse: ah.PulseServer, speech: dict[str, Path], tmp_path: Path
-) -> None:
-    reference_a, rate = ah.read_wav(speech["a"])
-    reference_b, _ = ah.read_wav(speech["b"])
+def test_capture_of_unrelated_playback_is_rejected(pulse: PulseServer, speech: dict[str, Path], tmp_path: Path) -> None:
+    reference_a, rate = read_wav(speech["a"])
+    reference_b, _ = read_wav(speech["b"])
     captured, _, _, _ = _capture_playback(
         pulse, speech["b"], tmp_path / "capture_b.wav", _duration(speech["b"]) + MARGIN_SECONDS
     )
-    wrong, _ = ah.envelope_similarity(reference_a, captured, rate)
-    right, _ = ah.envelope_similarity(reference_b, captured, rate)
+    wrong, _ = envelope_similarity(reference_a, captured, rate)
+    right, _ = envelope_similarity(reference_b, captured, rate)
     print(f"\nplayed B: score vs A={wrong:.4f}, vs B={right:.4f}")
-    assert wrong < ah.SIMILARITY_THRESHOLD
-    assert right >= ah.SIMILARITY_THRESHOLD  # and the capture itself was fine
+    assert wrong < SIMILARITY_THRESHOLD
+    assert right >= SIMILARITY_THRESHOLD  # and the capture itself was fine
 
 
 @pytest.mark.audio
-def test_silent_capture_is_rejected(pulse: ah.PulseServer, speech: dict[str, Path], tmp_path: Path) -> None:
-    reference, rate = ah.read_wav(speech["a"])
+def test_silent_capture_is_rejected(pulse: PulseServer, speech: dict[str, Path], tmp_path: Path) -> None:
+    reference, rate = read_wav(speech["a"])
     captured, cap_rate, _, _ = _capture_playback(pulse, None, tmp_path / "silence.wav", 0.6)
     assert len(captured) >= 0.6 * cap_rate
-    assert not ah.contains_speech(captured, cap_rate)
-    score, _ = ah.envelope_similarity(reference, captured, rate)
+    assert not contains_speech(captured, cap_rate)
+    score, _ = envelope_similarity(reference, captured, rate)
     print(f"\nsilence: score={score:.4f}")
-    assert score < ah.SIMILARITY_THRESHOLD
+    assert score < SIMILARITY_THRESHOLD
 
 
 @pytest.mark.audio
 def test_in_process_capture_after_portaudio_reinitialisation(
-    pulse: ah.PulseServer, speech: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    pulse: PulseServer, speech: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sounddevice in *this* process: set the env, then re-scan PortAudio devices."""
     sd = pytest.importorskip("sounddevice")
-    reference, rate = ah.read_wav(speech["a"])
+    reference, rate = read_wav(speech["a"])
     seconds = _duration(speech["a"]) + MARGIN_SECONDS
     for name, value in pulse.pulse_vars(source=pulse.monitor_source).items():
         monkeypatch.setenv(name, value)
     try:
-        ah.reinitialise_portaudio()
+        reinitialise_portaudio()
         chunks: list[np.ndarray] = []
         with sd.InputStream(device="pulse", samplerate=RATE, channels=1, dtype="int16", blocksize=160) as stream:
             chunks.append(stream.read(160)[0].copy())  # flowing before we play
-            player = ah.play_into_sink(pulse, speech["a"])
+            player = play_into_sink(pulse, speech["a"])
             try:
                 while sum(len(c) for c in chunks) < seconds * RATE:
                     chunks.append(stream.read(1600)[0].copy())
@@ -211,8 +212,8 @@ def test_in_process_capture_after_portaudio_reinitialisation(
                 assert player.wait(timeout=10) == 0
     finally:
         monkeypatch.undo()
-        ah.reinitialise_portaudio()  # forget the private server's devices again
+        reinitialise_portaudio()  # forget the private server's devices again
     captured = np.concatenate(chunks)[:, 0]
-    score, lag = ah.envelope_similarity(reference, captured, rate)
+    score, lag = envelope_similarity(reference, captured, rate)
     print(f"\nin-process: score={score:.4f} lag={lag / RATE * 1000:.1f} ms")
-    assert score >= ah.SIMILARITY_THRESHOLD
+    assert score >= SIMILARITY_THRESHOLD

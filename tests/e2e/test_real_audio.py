@@ -17,17 +17,10 @@ import soundfile as sf
 
 from consent.catalogue import Notice, pick
 from tests.conftest import REPO, Deployment, cli_env
-from tests.support.audio_harness import (
-    MONITOR_SOURCE,
-    SIMILARITY_THRESHOLD,
-    contains_speech,
-    envelope_similarity,
-    play_into_sink_and_wait,
-    read_wav,
-    speak_to_wav,
-    start_capture,
-    start_pulseaudio,
-)
+from tests.support.capture_process import start_capture
+from tests.support.pulse import MONITOR_SOURCE, start_pulseaudio
+from tests.support.similarity import SIMILARITY_THRESHOLD, contains_speech, envelope_similarity
+from tests.support.sounds import play_into_sink_and_wait, read_wav, speak_to_wav
 
 pytestmark = pytest.mark.audio
 
@@ -79,7 +72,7 @@ def test_speech_through_pulseaudio_round_trip(deployment: Deployment, tmp_path: 
 
     # Duration: what was recorded, within one segment (the recorder stops at --duration).
     assert abs(len(captured) / captured_rate - duration) <= SEGMENT_SECONDS
-    # Content: the played speech is in the evidence (threshold justified in audio_harness).
+    # Content: the played speech is in the evidence (threshold justified in tests/support/similarity.py).
     assert contains_speech(captured, captured_rate)
     similarity, lag = envelope_similarity(reference, captured, rate, captured_rate=captured_rate)
     assert similarity >= SIMILARITY_THRESHOLD, (similarity, lag)

@@ -51,6 +51,7 @@ from tests.support.retention_support import (
     services_of,
     upload,
 )
+from tests.support.world import request_deletion
 
 
 def hold(client: TestClient, world: World, case: str, recordings: list[str]) -> str:
@@ -164,22 +165,29 @@ def test_dry_run_changes_nothing_and_says_why(client: TestClient, world: World, 
 
 
 def test_officer_deletes_early_through_the_same_path(client: TestClient, world: World) -> None:
+    """One officer asks, a second approves: the purge is the job's own path, with the officer's reason."""
     svc = services_of(client)
     rid = upload(client, world.device, 2)
     reason = "recorded by mistake: the customer had left"
-    assert (
-        client.delete(f"/v1/evidence/{rid}", params={"reason": reason}, headers=bearer(world.admin)).status_code == 403
-    )
-    other = client.delete(f"/v1/evidence/{rid}", params={"reason": reason}, headers=bearer(world.other_officer))
-    assert other.status_code == 403
+    assert request_deletion(client, world.admin, rid, reason).status_code == 403
+    other = request_deletion(client, world.other_officer, rid, reason)
+    assert other.status_code == 404  # another site's recording is answered like a missing one
     assert_intact(svc, rid, 2)
 
-    reply = client.delete(f"/v1/evidence/{rid}", params={"reason": reason}, headers=bearer(world.officer))
+    asked = request_deletion(client, world.officer, rid, reason)
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["state"] == "pending"
+    own = client.post(f"/v1/deletions/{asked.json()['id']}/approve", headers=bearer(world.officer))
+    assert own.status_code == 403 and "second officer" in own.json()["detail"]  # one person alone: never
+    assert_intact(svc, rid, 2)
+
+    reply = client.post(f"/v1/deletions/{asked.json()['id']}/approve", headers=bearer(world.second_officer))
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["state"] == "purged" and body["tombstone"]["reason"] == reason and body["tombstone"]["rule"] is None
+    assert body["request"]["state"] == "executed"
     assert_purged_once(svc, rid)
-    again = client.delete(f"/v1/evidence/{rid}", params={"reason": reason}, headers=bearer(world.officer))
+    again = request_deletion(client, world.officer, rid, reason)
     assert again.status_code == 410
     with svc.sessions() as session:
         shred = session.scalar(select(AccessLog).where(AccessLog.action == "retention:recording:shred"))

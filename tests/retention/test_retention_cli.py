@@ -43,6 +43,10 @@ def test_policy_hold_flag_extend_delete_through_the_cli(deployment: Deployment) 
     refused = countersign("evidence", "delete", kept, "--reason", "data subject asked for it", env=officer, check=False)
     assert refused.returncode == 1 and "409" in refused.stderr and "2026-LIT-014" in refused.stderr
     out = countersign("evidence", "delete", doomed, "--reason", "recorded by mistake, nobody there", env=officer).stdout
+    request_id = out.split()[2]  # "deletion requested: <id> for recording ..."
+    second = api.post("/v1/users", json={"name": "otto", "role": "officer", "sites": ["tokyo"]}).json()["token"]
+    approver = cli_env(COUNTERSIGN_TOKEN=second, COUNTERSIGN_SERVER=deployment.server.url)
+    out = countersign("evidence", "approve-deletion", request_id, env=approver).stdout
     assert "deleted: keys destroyed, objects removed, tombstone signed" in out
     tomb = json.loads(countersign("evidence", "tombstone", doomed, env=officer).stdout)
     assert tomb["reason"] == "recorded by mistake, nobody there" and tomb["signature"]

@@ -32,6 +32,7 @@ from sqlalchemy import delete, func, select
 
 import retention.purge
 from api.bootstrap import init_data_dir
+from api.core.audit import record_event
 from api.core.models import AccessLog, Device, Recording, SealedKey, Segment, Site, utcnow
 from api.core.services import build_services
 from api.core.settings import Settings
@@ -39,6 +40,7 @@ from api.core.storage.interface import segment_key
 from api.ingest import SegmentUpload, add_segment, create_recording
 from api.retrieval import read_audio
 from api.schemas import RecordingCreate
+from evidence.audit_actions import Action
 from evidence.chain import sign_header
 from retention import job
 from retention.decide import HoldFacts, RecordingFacts
@@ -79,6 +81,14 @@ class RetentionMachine(RuleBasedStateMachine):
                     id=str(uuid.uuid4()), name=f"counter-{site}", site_id=site, public_key=bytes(key.verify_key)
                 )
                 session.add(device)
+                # What enrolment writes: reads trust a device key only as the audit log recorded it.
+                record_event(
+                    session,
+                    actor=f"device:{device.id}",
+                    action=Action.DEVICE_ENROL,
+                    target=f"device:{device.id}",
+                    detail={"site": site, "public_key": bytes(key.verify_key).hex()},
+                )
                 sim = SimDevice(device.id, "unused", key, self.svc.keys.public_keys())
                 self.devices[site] = (device, sim)
         # The model: what the service should believe, kept independently.

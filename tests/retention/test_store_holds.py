@@ -25,6 +25,7 @@ from retention.models import Hold
 from tests.conftest import World, bearer
 from tests.retention.test_holds import create, release
 from tests.support.retention_support import age, assert_intact, assert_purged_once, services_of, upload
+from tests.support.world import delete_early
 
 if TYPE_CHECKING:
     from tests.support.s3_server import MotoS3
@@ -117,9 +118,7 @@ def test_purge_refuses_while_the_store_holds_an_object(client: TestClient, world
     summary = job.run(svc)
     assert summary.purged == [] and f"the object store holds {key}" in summary.errors[rid], summary.errors
     assert_intact(svc, rid, 2)  # sealed keys kept: the audio the store keeps stays readable
-    reply = client.delete(
-        f"/v1/evidence/{rid}", params={"reason": "data subject erasure"}, headers=bearer(world.officer)
-    )
+    reply = delete_early(client, world, rid, "data subject erasure")
     assert reply.status_code == 409 and key in reply.json()["detail"], reply.text
     assert_intact(svc, rid, 2)
 

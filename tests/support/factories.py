@@ -1,12 +1,12 @@
 """Test factories: a simulated device that builds real signed, encrypted segments.
 
-It uses the same evidence module as the recorder, so what it uploads is exactly
-what a device would send; tests can then break one thing at a time.
+It builds headers, sealed keys and segments with the recorder's own writer
+(evidence.writer), so what it uploads is exactly what a device would send; its
+records stay plain mutable data so tests can then break one thing at a time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +18,10 @@ import numpy as np
 
 from consent.catalogue import builtin_notices, pick
 from consent.records import ConsentRecord
-from evidence import FORMAT_VERSION, audio
-from evidence.chain import SegmentStatement, header_hash, sign_header, sign_statement
-from evidence.envelope import new_data_key, seal_segment
+from evidence import audio, wire
+from evidence.chain import header_hash
+from evidence.envelope import new_data_key
+from evidence.writer import RecordingWriter, seal_segment_at
 
 
 def consent_record(outcome: str = "given", language: str = "en") -> ConsentRecord:
@@ -74,27 +75,16 @@ class SimDevice:
         return {"Authorization": f"Bearer {self.token}"}
 
     def new_recording(self, outcome: str = "given", sealed: bool = True) -> SimRecording:
-        rid = uuid.uuid4()
         consent = consent_record(outcome)
-        header: dict[str, Any] = {
-            "version": FORMAT_VERSION,
-            "recording_id": str(rid),
-            "device_id": self.id,
-            "started_at": datetime.now(UTC).isoformat(),
-            "consent": consent.to_dict(),
-        }
-        if outcome == "given":
-            header.update({"sample_rate": self.rate, "channels": 1, "segment_seconds": 1.0, "codec": "flac"})
-        key = new_data_key()
-        sealed_keys = (
-            [
-                {"key_id": kid, "sealed": bytes(nacl.public.SealedBox(nacl.public.PublicKey(pk)).encrypt(key)).hex()}
-                for kid, pk in self.evidence_keys.items()
-            ]
-            if outcome == "given" and sealed
-            else []
+        # The writer refuses to seal to nobody; unsealed recordings (for refusal tests) are
+        # sealed to a throwaway key and sent with none.
+        keys: dict[str, Any] = {**self.evidence_keys} or {"-": nacl.public.PrivateKey.generate().public_key}
+        writer = RecordingWriter.start(
+            self.signing_key, self.id, consent.to_dict(), keys, sample_rate=self.rate, channels=1, segment_seconds=1.0
         )
-        return SimRecording(rid, header, sign_header(self.signing_key, header), sealed_keys, key)
+        sealed_keys = writer.sealed_keys if sealed and self.evidence_keys else []
+        key = writer.data_key or new_data_key()  # objection records have none; segments forged onto one need one
+        return SimRecording(writer.id, writer.header_dict, writer.header_signature, sealed_keys, key)
 
     def add_segments(self, rec: SimRecording, count: int, seconds: float = 1.0, final: bool = True) -> None:
         """Append `count` chained segments; the last is final when `final`."""
@@ -108,18 +98,12 @@ class SimDevice:
         self, rec: SimRecording, index: int, final: bool, pcm: audio.PCM, prev: bytes, key: bytes | None = None
     ) -> UploadSegment:
         plaintext = audio.encode(pcm, self.rate)
-        envelope = seal_segment(key or rec.data_key, rec.id, index, final, plaintext)
-        st = SegmentStatement(
-            rec.id, index, final, hashlib.sha256(envelope).digest(), hashlib.sha256(plaintext).digest(), prev
-        )
+        sealed = seal_segment_at(self.signing_key, key or rec.data_key, rec.id, index, final, plaintext, prev)
         headers = {
-            "X-Segment-Final": "1" if final else "0",
-            "X-Plaintext-Sha256": st.plaintext_sha256.hex(),
-            "X-Prev-Hash": prev.hex(),
-            "X-Signature": sign_statement(self.signing_key, st).hex(),
-            "X-Link": st.link_hash().hex(),  # not sent by real devices; the server ignores it
+            **sealed.upload_headers(),
+            "X-Link": sealed.link.hex(),  # not sent by real devices; the server ignores it
         }
-        return UploadSegment(index, final, envelope, headers, pcm)
+        return UploadSegment(index, final, sealed.envelope, headers, pcm)
 
     def segment_headers(self, seg: UploadSegment) -> dict[str, str]:
-        return {**self.auth, "Content-Type": "application/octet-stream", **seg.headers}
+        return {**self.auth, "Content-Type": wire.SEGMENT_CONTENT_TYPE, **seg.headers}

@@ -15,10 +15,13 @@ from sqlalchemy.orm import Session
 from api.core.audit import record_committed
 from api.core.models import Device, Recording, User
 from api.core.services import Services
+from api.core.throttle import Verdict
 from api.core.tokens import token_hash
 from evidence.audit_actions import Action
+from evidence.text import neutral
 
 ROLES = ("device", "officer", "admin", "auditor")
+PATH_LIMIT = 160  # characters of a path kept in a log entry (the target column holds 200)
 _RECORDING_IN_PATH = re.compile(r"^/v1/(?:evidence|recordings|audit/custody)/([0-9a-fA-F-]{36})(?:/|$)")
 
 
@@ -53,27 +56,74 @@ class Principal:
         return site_id in self.sites
 
 
-def deny(services: Services, request: Request, status: int, detail: str, actor: str = "anonymous") -> HTTPException:
-    """Log a refused attempt (committed), then hand back the error to raise."""
-    path = request.url.path
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def request_line(request: Request) -> str:
+    """The request as the log may keep it: the caller chose the path, so it is escaped and bounded."""
+    return f"{request.method[:10]} {neutral(request.url.path, PATH_LIMIT)}"
+
+
+def deny(
+    services: Services,
+    request: Request,
+    status: int,
+    detail: str,
+    actor: str = "anonymous",
+    answer: str | None = None,
+) -> HTTPException:
+    """Log a refused attempt (committed), then hand back the error to raise.
+
+    `detail` is the reason the log keeps; `answer`, if given, is what the caller is told instead
+    (an out-of-scope id is answered like a missing one, so ids cannot be probed across sites).
+    """
+    line = request_line(request)
     # Name the recording when the path carries one, so the denial shows in its chain of custody.
-    about = _RECORDING_IN_PATH.search(path)
+    about = _RECORDING_IN_PATH.search(request.url.path)
     record_committed(
         services.sessions,
         actor=actor,
         action=Action.ACCESS_DENIED,
-        target=f"recording:{about.group(1)}" if about else f"{request.method} {path}",
+        target=f"recording:{about.group(1).lower()}" if about else line,
         outcome="denied",
-        detail={"status": status, "reason": detail, "request": f"{request.method} {path}"},
+        detail={"status": status, "reason": detail, "request": line},
     )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return HTTPException(status_code=status, detail=detail, headers=headers)
+    return HTTPException(status_code=status, detail=answer or detail, headers=headers)
+
+
+def stranger_failed(services: Services, request: Request) -> Verdict:
+    """Count a failure by someone we cannot name; write the summary of their last window if one is due."""
+    address = client_address(request)
+    verdict = services.failures.failure(address)
+    if verdict.summary:
+        record_committed(
+            services.sessions,
+            actor="anonymous",
+            action=Action.ACCESS_DENIED_SUMMARY,
+            outcome="denied",
+            detail={"client": neutral(address, 64), "suppressed": verdict.summary},
+        )
+    return verdict
+
+
+def too_many(retry_after: int) -> HTTPException:
+    return HTTPException(429, "too many failed attempts; try again later", {"Retry-After": str(retry_after)})
+
+
+def deny_stranger(services: Services, request: Request, status: int, detail: str) -> HTTPException:
+    """A refusal of someone we cannot name: logged one by one up to a rate, then counted (429)."""
+    verdict = stranger_failed(services, request)
+    if verdict.limited:
+        return too_many(verdict.retry_after)
+    return deny(services, request, status, detail)
 
 
 def authenticate(request: Request, services: ServicesDep, session: SessionDep) -> Principal:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise deny(services, request, 401, "a bearer token is required")
+        raise deny_stranger(services, request, 401, "a bearer token is required")
     digest = token_hash(token)
     user = session.scalar(select(User).where(User.token_hash == digest))
     if user is not None and not user.disabled:
@@ -81,7 +131,7 @@ def authenticate(request: Request, services: ServicesDep, session: SessionDep) -
     device = session.scalar(select(Device).where(Device.token_hash == digest))
     if device is not None and not device.disabled:
         return Principal("device", device.id, "device", frozenset({device.site_id}))
-    raise deny(services, request, 401, "unknown or revoked token")
+    raise deny_stranger(services, request, 401, "unknown or revoked token")
 
 
 def require(*roles: str) -> Callable[..., Principal]:
@@ -112,7 +162,8 @@ def recording_in_scope(
     if recording is None:
         raise HTTPException(404, "no such recording")
     if principal.role == "officer" and not principal.may_see_site(recording.site_id):
-        raise deny(services, request, 403, "recording belongs to a site outside your scope", principal.actor)
+        reason = "recording belongs to a site outside your scope"
+        raise deny(services, request, 404, reason, principal.actor, answer="no such recording")
     return recording
 
 

@@ -1,0 +1,319 @@
+"""`countersign evidence ...` against a live service, with evidence a simulated device uploaded."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import numpy as np
+import pytest
+
+from client.output import audit_line
+from retention.purge import verify_deletion_record
+from tests.client.conftest import PURPOSE, Live, assert_out_of_scope, decode, expected_pcm, lines
+from tests.conftest import cli_env, countersign
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    """Where the officer saves downloads (apart from the test's server data)."""
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    return folder
+
+
+def get(live: Live, rid: object, out: Path, *extra: str, token: str = "", check: bool = True) -> CompletedProcess[str]:
+    """`countersign evidence get RID --purpose ... -o OUT [extra]` as an officer of north (or `token`)."""
+    args = ("evidence", "get", str(rid), "--purpose", PURPOSE, "-o", str(out), *extra)
+    return live.run(token or live.officer, *args, check=check)
+
+
+def custody_actions(live: Live, recording_id: str) -> list[str]:
+    return [e["action"] for e in live.get(live.officer, f"/v1/audit/custody/{recording_id}")]
+
+
+# --------------------------------------------------------------------------- list, show
+
+
+def test_list_shows_your_sites_recordings_and_filters_incidents(live: Live) -> None:
+    first, second = live.upload(2), live.upload(3)
+    live.upload(1, device=live.enrol("counter-s1", "south"))
+
+    listed = lines(live.run(live.officer, "evidence", "list"))
+    assert [line.split()[0] for line in listed] == [str(second.id), str(first.id)]  # newest first, north only
+    fields = listed[0].split()
+    assert fields[1] == second.header["started_at"][:19]
+    assert fields[2:] == ["north", "complete", "3", "seg", "-"]
+
+    assert lines(live.run(live.officer, "evidence", "list", "--incident")) == []
+    live.run(live.officer, "evidence", "flag", str(first.id), "--category", "verbal-abuse")
+    incident = lines(live.run(live.officer, "evidence", "list", "--incident"))
+    assert [line.split()[0] for line in incident] == [str(first.id)]
+    assert incident[0].split()[-1] == "verbal-abuse"
+    routine = lines(live.run(live.officer, "evidence", "list", "--routine"))
+    assert [line.split()[0] for line in routine] == [str(second.id)]
+    assert len(lines(live.run(live.other_officer, "evidence", "list"))) == 1  # south's own
+
+
+def test_show_prints_the_recording_its_consent_and_segments(live: Live) -> None:
+    rec = live.upload(3)
+    shown = json.loads(live.run(live.officer, "evidence", "show", str(rec.id)).stdout)
+    assert shown["id"] == str(rec.id)
+    assert shown["site"] == "north"
+    assert shown["consent"]["outcome"] == "given"
+    assert [s["index"] for s in shown["segments"]] == [0, 1, 2]
+
+    outside = live.run(live.other_officer, "evidence", "show", str(rec.id), check=False)
+    assert_out_of_scope(outside)
+
+
+# --------------------------------------------------------------------------- get
+
+
+def test_get_writes_flac_that_decodes_to_the_recorded_audio(live: Live, out_dir: Path) -> None:
+    rec = live.upload(3)
+    out = out_dir / "evidence.flac"
+    got = get(live, rec.id, out)
+    data = out.read_bytes()
+    assert data[:4] == b"fLaC"
+    samples, rate = decode(data)
+    assert rate == 16000
+    assert np.array_equal(samples, expected_pcm(rec))
+    assert got.stdout.startswith(f"wrote {out} (FLAC, {len(data)} bytes; access log entry ")
+    seq = int(got.stdout.rstrip().rstrip(")").split()[-1])
+    read = next(e for e in live.get(live.auditor, "/v1/audit", after=seq - 1, limit=1))
+    assert (read["seq"], read["action"], read["purpose"]) == (seq, "api:evidence:read", PURPOSE)
+    assert read["detail"] == {"format": "flac"}
+    assert list(out_dir.iterdir()) == [out]  # no temporary file left beside it
+
+
+def test_get_takes_the_format_from_the_extension(live: Live, out_dir: Path) -> None:
+    rec = live.upload(2)
+    out = out_dir / "evidence.WAV"
+    got = get(live, rec.id, out)
+    data = out.read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert "(WAV, " in got.stdout
+    samples, rate = decode(data)
+    assert rate == 16000 and np.array_equal(samples, expected_pcm(rec))
+
+    # An extension that names no format: FLAC, as before; --format wav still asks for WAV.
+    other = out_dir / "evidence.audio"
+    get(live, rec.id, other)
+    assert other.read_bytes()[:4] == b"fLaC"
+    explicit = out_dir / "explicit.bin"
+    get(live, rec.id, explicit, "--format", "wav")
+    assert explicit.read_bytes()[:4] == b"RIFF"
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("flac", "x.wav"), ("wav", "x.flac")])
+def test_get_refuses_a_format_that_contradicts_the_file_name(live: Live, out_dir: Path, fmt: str, name: str) -> None:
+    rec = live.upload(1)
+    out = out_dir / name
+    refused = get(live, rec.id, out, "--format", fmt, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: --format {fmt} does not match {name}")
+    assert not out.exists() and list(out_dir.iterdir()) == []
+    assert "api:evidence:read" not in custody_actions(live, str(rec.id))  # refused before asking the service
+
+    bad = get(live, rec.id, out, "--format", "mp3", check=False)
+    assert bad.returncode == 2 and "--format must be flac or wav" in bad.stderr
+
+
+def test_get_never_overwrites_without_force(live: Live, out_dir: Path) -> None:
+    rec = live.upload(2)
+    out = out_dir / "evidence.flac"
+    out.write_bytes(b"the officer's earlier download")
+    refused = get(live, rec.id, out, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr == f"error: {out} exists; pass --force to replace it\n"
+    assert out.read_bytes() == b"the officer's earlier download"
+    assert list(out_dir.iterdir()) == [out]
+    assert "api:evidence:read" not in custody_actions(live, str(rec.id))
+
+    forced = get(live, rec.id, out, "--force")
+    assert forced.stdout.startswith(f"wrote {out} (FLAC")
+    samples, _ = decode(out.read_bytes())
+    assert np.array_equal(samples, expected_pcm(rec))
+    assert list(out_dir.iterdir()) == [out]
+
+
+def test_get_refused_by_the_service_leaves_no_file(live: Live, out_dir: Path) -> None:
+    rec = live.upload(1)
+    out = out_dir / "evidence.flac"
+    short = live.run(live.officer, "evidence", "get", str(rec.id), "--purpose", "because", "-o", str(out), check=False)
+    assert short.returncode != 0 and "422" in short.stderr
+    outside = get(live, rec.id, out, token=live.other_officer, check=False)
+    assert_out_of_scope(outside)
+    assert list(out_dir.iterdir()) == []
+
+
+class _Truncating(http.server.BaseHTTPRequestHandler):
+    """Promises a whole FLAC file, sends its first kilobyte, and hangs up."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/flac")
+        self.send_header("Content-Length", "100000")
+        self.send_header("X-Countersign-Access-Log", "7")
+        self.end_headers()
+        self.wfile.write(b"fLaC" + bytes(1020))
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def truncating_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Truncating)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_broken_transfer_leaves_no_audio_file(truncating_server: str, out_dir: Path) -> None:
+    out = out_dir / "evidence.flac"
+    env = cli_env(COUNTERSIGN_SERVER=truncating_server, COUNTERSIGN_TOKEN="any")
+    rid = "00000000-0000-4000-8000-000000000000"
+    broken = countersign("evidence", "get", rid, "--purpose", PURPOSE, "-o", str(out), env=env, check=False)
+    assert broken.returncode != 0, broken.stdout
+    assert broken.stderr.startswith("error:")
+    assert "wrote" not in broken.stdout
+    assert list(out_dir.iterdir()) == []  # neither the output nor a partial temporary file
+
+    # An existing file is left as it was, even with --force, when the transfer fails.
+    out.write_bytes(b"earlier")
+    forced = countersign("evidence", "get", rid, "--purpose", PURPOSE, "-o", str(out), "--force", env=env, check=False)
+    assert forced.returncode != 0
+    assert out.read_bytes() == b"earlier" and list(out_dir.iterdir()) == [out]
+
+
+# --------------------------------------------------------------------------- custody
+
+
+def test_custody_lists_every_event_about_the_recording(live: Live, out_dir: Path) -> None:
+    rec = live.upload(2)
+    other = live.upload(1)
+    get(live, rec.id, out_dir / "a.flac")
+
+    custody = lines(live.run(live.officer, "evidence", "custody", str(rec.id)))
+    actions = [line.split()[3] for line in custody]
+    assert actions == [
+        "api:recording:create",
+        "api:segment:upload",
+        "api:segment:upload",
+        "api:evidence:read",
+    ]
+    assert all(line.split()[5] == f"recording:{rec.id}" for line in custody)
+    assert str(other.id) not in "\n".join(custody)
+    assert custody[-1].endswith(f'purpose="{PURPOSE}"')
+    assert custody[-1].split()[4].startswith("user:")
+
+    # The same formatter as `audit log`: each line is exactly the entry the auditor sees.
+    entries = {e["seq"]: e for e in live.get(live.auditor, "/v1/audit", limit=10000)}
+    assert custody == [audit_line(entries[int(line.split()[0])]) for line in custody]
+    log = lines(live.run(live.auditor, "audit", "log"))
+    assert set(custody) <= set(log)
+
+    auditor = lines(live.run(live.auditor, "evidence", "custody", str(rec.id)))
+    assert auditor[: len(custody)] == custody  # plus the officer's custody read, logged after it
+    assert auditor[len(custody)].split()[3] == "api:evidence:custody"
+
+
+# --------------------------------------------------------------------------- retention: flag, extend, delete
+
+
+def test_flag_and_extend_move_the_retain_until_date(live: Live) -> None:
+    rec = live.upload(1)
+    flagged = live.run(live.officer, "evidence", "flag", str(rec.id), "--category", "verbal-abuse").stdout
+    meta = live.get(live.officer, f"/v1/evidence/{rec.id}")
+    assert meta["incident_category"] == "verbal-abuse"
+    assert flagged == (
+        f"{rec.id} flagged verbal-abuse; retain until {meta['retain_until']} ({meta['retain_reason']})\n"
+    )
+
+    extend = ("evidence", "extend", str(rec.id), "--until")
+    extended = live.run(live.officer, *extend, "2040-04-01T00:00:00+09:00", "--reason", "litigation expected").stdout
+    meta = live.get(live.officer, f"/v1/evidence/{rec.id}")
+    assert meta["retain_until"].startswith("2040-03-31T15:00:00")  # the same instant, stored in UTC
+    assert extended == f"{rec.id} retained until 2040-04-01T00:00:00+09:00 ({meta['retain_reason']})\n"
+    changes = [a for a in custody_actions(live, str(rec.id)) if a.startswith("api:recording:")]
+    assert changes == ["api:recording:create", "api:recording:flag", "api:recording:extend"]
+
+    shorter = live.run(live.officer, *extend, "2035-01-01T00:00:00Z", "--reason", "shorten the date", check=False)
+    assert shorter.returncode != 0 and "409" in shorter.stderr
+
+
+def test_delete_then_tombstone(live: Live, out_dir: Path) -> None:
+    """One officer asks, a second approves (the requester cannot), then the tombstone is what remains."""
+    rec = live.upload(2)
+    second = live.user("otto", "officer", ["north"])
+    asked = live.run(live.officer, "evidence", "delete", str(rec.id), "--reason", "recorded by mistake, no consent")
+    request_id = asked.stdout.split()[2]
+    assert asked.stdout.startswith(f"deletion requested: {request_id} for recording {rec.id}\n")
+    assert "unless cancelled" in asked.stdout
+    listed = live.run(second, "evidence", "deletions").stdout
+    assert request_id in listed and "pending" in listed and "recorded by mistake, no consent" in listed
+    own = live.run(live.officer, "evidence", "approve-deletion", request_id, check=False)
+    assert own.returncode == 1 and "second officer" in own.stderr
+    assert live.get(live.officer, f"/v1/evidence/{rec.id}")["id"] == str(rec.id)  # still there
+
+    deleted = live.run(second, "evidence", "approve-deletion", request_id)
+    assert deleted.stdout in (
+        f"{rec.id} deleted: keys destroyed, objects removed, tombstone signed\n",
+        f"{rec.id} keys destroyed (unreadable); the next retention run removes its objects\n",
+    )
+
+    tomb = json.loads(live.run(live.officer, "evidence", "tombstone", str(rec.id)).stdout)
+    assert tomb["recording_id"] == str(rec.id)
+    log = live.get(live.auditor, "/v1/audit", limit=10000)
+    shred = next(e for e in log if e["action"] == "retention:recording:shred" and e["target"] == f"recording:{rec.id}")
+    assert shred["purpose"] == "recorded by mistake, no consent"
+    assert tomb["site"] == "north" and tomb["actor"] == shred["actor"]
+    assert "recorded by mistake, no consent" in json.dumps(tomb)
+    if tomb["signature"] is not None:
+        assert tomb["service_public_key"] == live.public_key
+        verify_deletion_record(tomb["record"], bytes.fromhex(tomb["signature"]), bytes.fromhex(live.public_key))
+
+    gone = get(live, rec.id, out_dir / "x.flac", check=False)
+    assert gone.returncode != 0 and list(out_dir.iterdir()) == []
+
+
+def test_delete_is_refused_under_a_hold(live: Live) -> None:
+    rec = live.upload(1)
+    hold = ("hold", "create", "--case", "2026-LIT-014", "--reason", "litigation hold, keep it", "--recording")
+    live.run(live.officer, *hold, str(rec.id))
+    delete = ("evidence", "delete", str(rec.id), "--reason", "data subject asked us")
+    refused = live.run(live.officer, *delete, check=False)
+    assert refused.returncode != 0
+    assert "409" in refused.stderr and "2026-LIT-014" in refused.stderr
+    assert refused.stdout == ""
+    assert live.get(live.officer, f"/v1/evidence/{rec.id}")["id"] == str(rec.id)
+
+
+def test_tombstone_of_a_live_recording_is_refused(live: Live) -> None:
+    rec = live.upload(1)
+    refused = live.run(live.officer, "evidence", "tombstone", str(rec.id), check=False)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert "404" in refused.stderr or "409" in refused.stderr
+
+
+def test_a_deletion_request_can_be_cancelled(live: Live) -> None:
+    rec = live.upload(1)
+    asked = live.run(live.officer, "evidence", "delete", str(rec.id), "--reason", "asked by the customer today")
+    request_id = asked.stdout.split()[2]
+    cancelled = live.run(live.officer, "evidence", "cancel-deletion", request_id, "--reason", "customer changed mind")
+    assert cancelled.stdout == f"deletion request {request_id} cancelled; recording {rec.id} stays\n"
+    assert live.run(live.officer, "evidence", "deletions").stdout == "no open deletion requests\n"
+    assert "cancelled" in live.run(live.officer, "evidence", "deletions", "--all").stdout
+    assert live.get(live.officer, f"/v1/evidence/{rec.id}")["id"] == str(rec.id)
