@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api import grants
 from api.core.audit import init_head, record_event
 from api.core.db import make_engine, transaction
 from api.core.keys import KEYS_DIR, KeyCustodian
@@ -96,6 +97,31 @@ def reset_admin(settings: Settings, name: str) -> tuple[str, bool]:
     finally:
         engine.dispose()
     return token, created
+
+
+def approve_user(settings: Settings, name: str) -> User:
+    """Approve a pending officer's or auditor's access on the server itself (the first auditor, say).
+
+    Whoever holds the data directory and its passphrase holds the service's keys anyway;
+    the approval is audited as the system's, so it stands out in the log.
+    """
+    custodian = KeyCustodian.load(settings.data_dir, settings.passphrase())
+    assert custodian.signing_key is not None
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with transaction(audit_sessions(engine, custodian.signing_key, settings)) as session:
+            user = session.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise ValueError(f"no user {name!r}")
+            try:
+                grants.approve(session, user, approver="system")
+            except grants.GrantRefused as exc:
+                raise ValueError(str(exc)) from exc
+            session.flush()
+            session.expunge(user)
+    finally:
+        engine.dispose()
+    return user
 
 
 def sync_notices(session: Session) -> int:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from api.bootstrap import AlreadyInitialised, init_data_dir, reset_admin
+from api.bootstrap import AlreadyInitialised, approve_user, init_data_dir, reset_admin
 from api.core.keys import KeyFileError
 from api.core.settings import Settings, SettingsError, load_settings
 from api.errors import AlreadyInitialisedError, NotConfigured, fail
@@ -52,6 +52,20 @@ def init(
     typer.echo(f"evidence key id:     {result.evidence_key_id}")
     typer.echo(f"service public key:  {result.service_public_key}")
     typer.echo(f"admin token (shown once, store it safely): {result.admin_token}")
+
+
+@app.command("approve-user")
+def approve_user_command(
+    data: DataDir,
+    name: Annotated[str, typer.Argument(help="The officer or auditor whose access to approve.")],
+) -> None:
+    """Approve an officer's or auditor's access on the server (the first auditor; audited as the system)."""
+    settings = settings_for(data)
+    try:
+        user = approve_user(settings, name)
+    except (SettingsError, KeyFileError, ValueError) as exc:
+        raise fail(NotConfigured(str(exc))) from exc
+    typer.echo(f"approved {user.role} {user.name}")
 
 
 @app.command("reset-admin")

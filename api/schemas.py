@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.core.fields import DisplayName, Identifier, ReasonText
+from api.core.fields import DisplayName, Identifier, PurposeText, ReasonText
 
 
 class SiteCreate(BaseModel):
@@ -34,6 +34,8 @@ class UserPublic(BaseModel):
     role: str
     sites: list[str]
     disabled: bool = False
+    pending_approval: bool = Field(default=False, description="Officers and auditors: until a second person approves.")
+    approved_by: str | None = None
 
 
 class UserCreated(UserPublic):
@@ -155,3 +157,10 @@ class CheckpointPublic(BaseModel):
     chain_hash: str
     at: str = Field(description="The exact time string that was signed.")
     signature: str
+
+
+class AudioRequest(BaseModel):
+    """What an officer sends to read a recording's audio."""
+
+    purpose: PurposeText = Field(description="Why you need this evidence (at least 10 visible characters; logged).")
+    format: Literal["flac", "wav"] = "flac"

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from client.http import ApiClient
+from client.output import echo
 from client.tls import add_tls_options
 from evidence.errors import ExitCode
 
@@ -34,14 +35,14 @@ def site_add(
 ) -> None:
     """Add a site."""
     site = ApiClient(server, token).json("POST", "/v1/sites", json={"id": site_id, "name": name})
-    typer.echo(f"site {site['id']} added")
+    echo(f"site {site['id']} added")
 
 
 @site_app.command("list")
 def site_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List sites."""
     for site in ApiClient(server, token).json("GET", "/v1/sites"):
-        typer.echo(f"{site['id']}\t{site['name']}")
+        echo(f"{site['id']}\t{site['name']}")
 
 
 @user_app.command("add")
@@ -54,16 +55,19 @@ def user_add(
 ) -> None:
     """Add a user and print their token once."""
     user = ApiClient(server, token).json("POST", "/v1/users", json={"name": name, "role": role, "sites": site or []})
-    typer.echo(f"user {user['name']} ({user['role']}, sites: {', '.join(user['sites']) or '-'}) added")
-    typer.echo(f"token (shown once): {user['token']}")
+    echo(f"user {user['name']} ({user['role']}, sites: {', '.join(user['sites']) or '-'}) added")
+    echo(f"token (shown once): {user['token']}")
+    if user.get("pending_approval"):
+        who = "another auditor" if user["role"] == "auditor" else "an auditor or an officer of its sites"
+        echo(f"the token works once {who} approves: countersign admin user approve {user['name']}")
 
 
 @user_app.command("list")
 def user_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List users (never their tokens)."""
     for user in ApiClient(server, token).json("GET", "/v1/users"):
-        state = "\tdisabled" if user.get("disabled") else ""
-        typer.echo(f"{user['name']}\t{user['role']}\t{','.join(user['sites'])}{state}")
+        state = "\tdisabled" if user.get("disabled") else "\tawaiting approval" if user.get("pending_approval") else ""
+        echo(f"{user['name']}\t{user['role']}\t{','.join(user['sites'])}{state}")
 
 
 Reason = Annotated[str, typer.Option(help="Why (at least 10 characters; logged).")]
@@ -84,7 +88,29 @@ def _access(kind: str, ref: str, action: str, reason: str, server: str, token: s
     client = ApiClient(server, token)
     row = _find(client, kind, ref)
     done = client.json("POST", f"/v1/{kind}s/{row['id']}/{action}", json={"reason": reason})
-    typer.echo(f"{kind} {done['name']} {action}d")
+    echo(f"{kind} {done['name']} {action}d")
+
+
+@user_app.command("approve")
+def user_approve(name: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Approve an officer's or auditor's access (run by an auditor, or an officer of its sites; never admins)."""
+    client = ApiClient(server, token)
+    pending = {u["name"]: u for u in client.json("GET", "/v1/grants")}
+    if name not in pending:
+        typer.secho(f"error: no access of {name!r} waits for your approval", fg=typer.colors.RED, err=True)
+        raise typer.Exit(ExitCode.USAGE)
+    done = client.json("POST", f"/v1/users/{pending[name]['id']}/approve")
+    echo(f"approved {done['role']} {done['name']} (sites: {', '.join(done['sites']) or '-'})")
+
+
+@user_app.command("pending")
+def user_pending(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+    """Officers and auditors whose access waits for your approval (officers and auditors run this)."""
+    rows = ApiClient(server, token).json("GET", "/v1/grants")
+    if not rows:
+        echo("no access waits for your approval")
+    for user in rows:
+        echo(f"{user['name']}\t{user['role']}\t{','.join(user['sites']) or '-'}\tawaiting approval")
 
 
 @user_app.command("disable")
@@ -108,8 +134,8 @@ def device_add(
 ) -> None:
     """Register a device and print its one-time enrolment code."""
     device = ApiClient(server, token).json("POST", "/v1/devices", json={"name": name, "site": site})
-    typer.echo(f"device {device['name']} ({device['id']}) at {device['site']}")
-    typer.echo(f"enrolment code (one use, expires {device['enrolment_expires_at']}): {device['enrolment_code']}")
+    echo(f"device {device['name']} ({device['id']}) at {device['site']}")
+    echo(f"enrolment code (one use, expires {device['enrolment_expires_at']}): {device['enrolment_code']}")
 
 
 @device_app.command("list")
@@ -117,7 +143,7 @@ def device_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List devices."""
     for device in ApiClient(server, token).json("GET", "/v1/devices"):
         state = "disabled" if device.get("disabled") else "enrolled" if device["enrolled"] else "pending"
-        typer.echo(f"{device['id']}\t{device['name']}\t{device['site']}\t{state}")
+        echo(f"{device['id']}\t{device['name']}\t{device['site']}\t{state}")
 
 
 @device_app.command("disable")
@@ -136,8 +162,8 @@ def device_enable(device: str, reason: Reason, server: Server = DEFAULT_SERVER, 
 def rotate_token(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """Replace your own token (any user: officers and auditors too); print the new one once."""
     new = ApiClient(server, token).json("POST", "/v1/token")["token"]
-    typer.echo("your old token no longer works")
-    typer.echo(f"new token (shown once): {new}")
+    echo("your old token no longer works")
+    echo(f"new token (shown once): {new}")
 
 
 @policy_app.command("set")
@@ -152,7 +178,7 @@ def policy_set(
     """Set a retention rule; affected recordings get their retain-until date recomputed."""
     body = {"category": category, "site": site, "retain_days": retain_days, "delete_days": delete_days}
     change = ApiClient(server, token).json("PUT", "/v1/policies", json=body)
-    typer.echo(f"{_policy_line(change['rule'])}\n{change['recomputed']} recording(s) got a new retain-until date")
+    echo(f"{_policy_line(change['rule'])}\n{change['recomputed']} recording(s) got a new retain-until date")
 
 
 @policy_app.command("clear")
@@ -166,7 +192,7 @@ def policy_clear(
     params = {"category": category, **({"site": site} if site else {})}
     change = ApiClient(server, token).json("DELETE", "/v1/policies", params=params)
     now = _policy_line(change["rule"]) if change["rule"] else "no explicit rule: the default applies"
-    typer.echo(f"{now}\n{change['recomputed']} recording(s) got a new retain-until date")
+    echo(f"{now}\n{change['recomputed']} recording(s) got a new retain-until date")
 
 
 def _policy_line(p: dict[str, object]) -> str:
@@ -183,7 +209,7 @@ def policy_show(
 ) -> None:
     """Show the rules in force (precedence: hold > retain > longest retention > explicit > shortest deletion)."""
     for p in ApiClient(server, token).json("GET", "/v1/policies", params={"site": site} if site else {}):
-        typer.echo(_policy_line(p))
+        echo(_policy_line(p))
 
 
 add_tls_options(app)  # --ca-file and --pin on every command above with --server: keep last

@@ -9,10 +9,11 @@ import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
-from client.output import echo_audit
+from client.output import echo, echo_audit
 from client.tls import add_tls_options
 from evidence.audit_log import verify_export
 from evidence.key_files import KeyFileError, read_public_signing_key
+from evidence.text import printable
 
 app = typer.Typer(no_args_is_help=True, help="Read, export and verify the access log (auditors).")
 
@@ -44,7 +45,7 @@ def export(
         for line in response.iter_lines():
             f.write(line + "\n")
             count += line.startswith('{"type": "entry"')
-    typer.echo(f"wrote {output}: {count} entries; verify with 'countersign audit verify {output} --public-key ...'")
+    echo(f"wrote {output}: {count} entries; verify with 'countersign audit verify {output} --public-key ...'")
 
 
 @app.command()
@@ -70,13 +71,14 @@ def verify(
         with file.open(encoding="utf-8") as f:
             report = verify_export(f, key)
     except (ValueError, OSError, KeyFileError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {printable(str(exc))}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     span = f"seq {report.first_seq}..{report.last_seq}" if report.entries else "no entries"
     if report.ok:
-        typer.echo(f"OK: {report.entries} entries ({span}), {report.checkpoints} signed checkpoints verified")
+        echo(f"OK: {report.entries} entries ({span}), {report.checkpoints} signed checkpoints verified")
         return
-    typer.secho(f"FAILED after {report.entries} good entries ({span}): {report.problems[0]}", fg=typer.colors.RED)
+    problem = printable(report.problems[0])  # it may quote the export, which anyone could have edited
+    typer.secho(f"FAILED after {report.entries} good entries ({span}): {problem}", fg=typer.colors.RED)
     raise typer.Exit(1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from evidence.errors import CountersignError, ExitCode
+from evidence.text import printable
 
 
 class ClientError(CountersignError):
@@ -36,5 +37,5 @@ class ServerUnreachable(ClientError):
 
 def fail(exc: CountersignError) -> typer.Exit:
     """Print the error as one red line on stderr; return the Exit (its exit_code) to raise."""
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {printable(str(exc))}", fg=typer.colors.RED, err=True)  # it may quote the server
     return typer.Exit(exc.exit_code)

@@ -11,7 +11,7 @@ import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
-from client.output import echo_audit, echo_json, when
+from client.output import echo, echo_audit, echo_json, when
 from client.tls import add_tls_options
 
 # What an output file's name says it holds; the service speaks these two formats.
@@ -34,7 +34,7 @@ def list_(
         k: v for k, v in {"site": site, "since": since, "until": until, "incident": incident}.items() if v is not None
     }
     for r in ApiClient(server, token).json("GET", "/v1/evidence", params=params):
-        typer.echo(
+        echo(
             f"{r['id']}  {when(r['started_at'])}  {r['site']:<16} {r['status']:<11} "
             f"{r['segment_count']:>4} seg  {r['incident_category'] or '-'}"
         )
@@ -109,7 +109,7 @@ def get(
     part = Path(part_name)
     try:
         params = {"purpose": purpose, "format": fmt}
-        with os.fdopen(fd, "wb") as f, client.stream("GET", f"/v1/evidence/{recording_id}/audio", params=params) as r:
+        with os.fdopen(fd, "wb") as f, client.stream("POST", f"/v1/evidence/{recording_id}/audio", json=params) as r:
             size = 0
             for chunk in r.iter_bytes():
                 f.write(chunk)
@@ -126,7 +126,7 @@ def get(
             raise _usage_error(f"cannot write {output}: {exc}") from exc
     finally:
         part.unlink(missing_ok=True)
-    typer.echo(f"wrote {output} ({fmt.upper()}, {size} bytes; access log entry {entry})")
+    echo(f"wrote {output} ({fmt.upper()}, {size} bytes; access log entry {entry})")
 
 
 @app.command()
@@ -144,7 +144,7 @@ def flag(
 ) -> None:
     """Flag a recording as an incident (it is then kept under the incident policy)."""
     r = ApiClient(server, token).json("POST", f"/v1/evidence/{recording_id}/flag", json={"category": category})
-    typer.echo(f"{r['id']} flagged {r['incident_category']}; retain until {r['retain_until']} ({r['retain_reason']})")
+    echo(f"{r['id']} flagged {r['incident_category']}; retain until {r['retain_until']} ({r['retain_reason']})")
 
 
 @app.command()
@@ -158,7 +158,7 @@ def extend(
     """Keep a recording at least until a date; later policy changes never shorten it."""
     body = {"until": until, "reason": reason}
     r = ApiClient(server, token).json("POST", f"/v1/evidence/{recording_id}/extend", json=body)
-    typer.echo(f"{r['id']} retained until {r['retain_until']} ({r['retain_reason']})")
+    echo(f"{r['id']} retained until {r['retain_until']} ({r['retain_reason']})")
 
 
 @app.command()
@@ -171,11 +171,11 @@ def delete(
     """Ask for a recording to be deleted before its time. A second officer of the site approves it
     (`evidence approve-deletion`), or, unless it is an incident, it goes after the grace period."""
     r = ApiClient(server, token).json("POST", f"/v1/evidence/{recording_id}/deletion", json={"reason": reason})
-    typer.echo(f"deletion requested: {r['id']} for recording {r['recording_id']}")
+    echo(f"deletion requested: {r['id']} for recording {r['recording_id']}")
     if r["needs_approval"]:
-        typer.echo("an incident: it is deleted only when a second officer approves it")
+        echo("an incident: it is deleted only when a second officer approves it")
     else:
-        typer.echo(f"it is deleted when a second officer approves it, or after {r['not_before']} unless cancelled")
+        echo(f"it is deleted when a second officer approves it, or after {r['not_before']} unless cancelled")
 
 
 @app.command()
@@ -187,11 +187,11 @@ def deletions(
     """Deletion requests of your sites, waiting for a second officer or for their grace period."""
     rows = ApiClient(server, token).json("GET", "/v1/deletions", params={"state": "all" if all_ else "open"})
     if not rows:
-        typer.echo("no deletion requests" if all_ else "no open deletion requests")
+        echo("no deletion requests" if all_ else "no open deletion requests")
         return
-    typer.echo(f"{'request':<36}  {'recording':<36}  {'state':<9}  {'not before':<16}  requested by / reason")
+    echo(f"{'request':<36}  {'recording':<36}  {'state':<9}  {'not before':<16}  requested by / reason")
     for r in rows:
-        typer.echo(
+        echo(
             f"{r['id']:<36}  {r['recording_id']:<36}  {r['state']:<9}  {when(r['not_before']):<16}  "
             f"{r['requested_by']}: {r['reason']}"
         )
@@ -202,9 +202,9 @@ def approve_deletion(request_id: str, server: Server = DEFAULT_SERVER, token: To
     """Approve another officer's deletion request: the recording is deleted now (never while held)."""
     r = ApiClient(server, token).json("POST", f"/v1/deletions/{request_id}/approve")
     if r["state"] == "purged":
-        typer.echo(f"{r['recording_id']} deleted: keys destroyed, objects removed, tombstone signed")
+        echo(f"{r['recording_id']} deleted: keys destroyed, objects removed, tombstone signed")
     else:
-        typer.echo(f"{r['recording_id']} keys destroyed (unreadable); the next retention run removes its objects")
+        echo(f"{r['recording_id']} keys destroyed (unreadable); the next retention run removes its objects")
 
 
 @app.command("cancel-deletion")
@@ -216,7 +216,7 @@ def cancel_deletion(
 ) -> None:
     """Cancel a deletion request before it is carried out."""
     r = ApiClient(server, token).json("POST", f"/v1/deletions/{request_id}/cancel", json={"reason": reason})
-    typer.echo(f"deletion request {r['id']} cancelled; recording {r['recording_id']} stays")
+    echo(f"deletion request {r['id']} cancelled; recording {r['recording_id']} stays")
 
 
 @app.command()

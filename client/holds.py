@@ -9,7 +9,7 @@ import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
-from client.output import echo_json, when
+from client.output import echo, echo_json, when
 from client.tls import add_tls_options
 
 app = typer.Typer(
@@ -58,7 +58,7 @@ def create(
         "incident_category": category,
     }
     hold = ApiClient(server, token).json("POST", "/v1/holds", json={k: v for k, v in body.items() if v is not None})
-    typer.echo(f"hold {hold['id']} placed for case {hold['case_ref']}; it covers {hold['covers']} recording(s) now")
+    echo(f"hold {hold['id']} placed for case {hold['case_ref']}; it covers {hold['covers']} recording(s) now")
 
 
 @app.command("list")
@@ -75,7 +75,7 @@ def list_(
     wanted = ("true", "false") if all_ else (str(not released).lower(),)
     holds = [hold for active in wanted for hold in client.json("GET", "/v1/holds", params={"active": active})]
     for hold in sorted(holds, key=lambda h: (datetime.fromisoformat(h["created_at"]), h["id"])):
-        typer.echo(_line(hold))
+        echo(_line(hold))
 
 
 @app.command()
@@ -93,7 +93,7 @@ def release(
 ) -> None:
     """Release a hold. Recordings past their date go on the next retention run, unless another hold covers them."""
     hold = ApiClient(server, token).json("POST", f"/v1/holds/{hold_id}/release", json={"reason": reason})
-    typer.echo(f"hold {hold['id']} ({hold['case_ref']}) released")
+    echo(f"hold {hold['id']} ({hold['case_ref']}) released")
 
 
 add_tls_options(app)  # --ca-file and --pin on every command above with --server: keep last

@@ -8,6 +8,14 @@ from typing import Any
 
 import typer
 
+from evidence.text import forbidden, printable
+
+
+def echo(text: str = "") -> None:
+    """Print a line made of what the service answered: no control or invisible character reaches
+    the terminal as itself (a name or a purpose cannot retitle the window or clear the screen)."""
+    typer.echo(printable(text))
+
 
 def when(value: str | None) -> str:
     """An ISO time to the second (what a table column shows); `-` when there is none."""
@@ -27,9 +35,11 @@ def audit_line(e: Mapping[str, Any]) -> str:
 
 def echo_audit(entries: list[Mapping[str, Any]]) -> None:
     for entry in entries:
-        typer.echo(audit_line(entry))
+        echo(audit_line(entry))
 
 
 def echo_json(document: Any) -> None:
     """A JSON answer as the service gave it, indented, non-ASCII (Japanese names) left readable."""
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    # Inside JSON strings: any invisible character becomes its \\u escape, so the JSON stays valid.
+    typer.echo("".join(json.dumps(ch)[1:-1] if forbidden(ch) and ch != "\n" else ch for ch in text))

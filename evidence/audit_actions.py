@@ -38,6 +38,7 @@ class Action(StrEnum):
     USER_CREATE = "api:user:create"
     USER_DISABLE = "api:user:disable"
     USER_ENABLE = "api:user:enable"
+    USER_APPROVE = "api:user:approve"  # a second person confirmed an officer's or auditor's access
     DEVICE_DISABLE = "api:device:disable"
     DEVICE_ENABLE = "api:device:enable"
     TOKEN_ROTATE = "api:token:rotate"  # a user or a device replaced its own token

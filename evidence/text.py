@@ -61,3 +61,9 @@ def neutral(value: str, limit: int = 200) -> str:
     if len(out) > limit:
         out = out[:limit] + f"…(+{len(out) - limit})"
     return out
+
+
+def printable(value: str) -> str:
+    """Text for a terminal: like `neutral` (no escape sequence, bidi override or stray line break
+    gets through), but unbounded, and tabs and newlines kept, since our own tables use them."""
+    return "".join(_escape(ch) if forbidden(ch) and ch not in "\t\n" else ch for ch in value)

@@ -12,6 +12,7 @@ import typer
 
 from consent.catalogue import pick
 from evidence.errors import ExitCode
+from evidence.text import printable
 from recorder import prompt
 from recorder.capture import DeviceSource, FileSource, Source
 from recorder.client import DeviceClient
@@ -37,7 +38,7 @@ def say(message: str) -> None:
 
 def fail(exc: Exception, code: ExitCode = ExitCode.FAILED) -> typer.Exit:
     """Print one line and return the Exit to raise: the error's own exit_code, else `code`."""
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {printable(str(exc))}", fg=typer.colors.RED, err=True)  # it may quote the server
     return typer.Exit(int(getattr(exc, "exit_code", code)))
 
 

@@ -28,6 +28,10 @@ officer=$(COUNTERSIGN_TOKEN=$admin countersign admin user add sato --role office
 auditor=$(COUNTERSIGN_TOKEN=$admin countersign admin user add ito --role auditor | tee /dev/stderr | awk '/token/ {print $NF}')
 code=$(COUNTERSIGN_TOKEN=$admin countersign admin device add counter-3 --site minato-ward | tee /dev/stderr | awk '/enrolment code/ {print $NF}')
 
+step "3b. Access to evidence takes two people: the first auditor is approved on the server, the officer by the auditor"
+countersign server approve-user ito --data "$work/data"
+COUNTERSIGN_TOKEN=$auditor countersign admin user approve sato
+
 step "4. Counter device enrols: its signing key is made here and never leaves"
 countersign recorder enroll --server "$server" --code "$code" --home "$work/device"
 ls -l "$work/device"

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.bootstrap import InitResult, init_data_dir
+from api.bootstrap import InitResult, approve_user, init_data_dir
 from api.core.settings import Settings
 from tests.support.backends import AWS_ENV, AWS_UNSET, BACKENDS, POSTGRES_S3, SERVICE_VARS
 from tests.support.world import World as World  # re-exported: tests import these from here
@@ -209,6 +209,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         api = httpx.Client(base_url=server.url, headers=bearer(admin))
         assert api.post("/v1/sites", json={"id": "tokyo"}).status_code == 201
         officer = api.post("/v1/users", json={"name": "olivia", "role": "officer", "sites": ["tokyo"]}).json()["token"]
+        approve_user(Settings(data_dir=data, env="development"), "olivia")  # the second person, on the server
         code = api.post("/v1/devices", json={"name": "counter-1", "site": "tokyo"}).json()["enrolment_code"]
         api.close()
         home = tmp_path / "device"

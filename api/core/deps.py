@@ -127,6 +127,9 @@ def authenticate(request: Request, services: ServicesDep, session: SessionDep) -
     digest = token_hash(token)
     user = session.scalar(select(User).where(User.token_hash == digest))
     if user is not None and not user.disabled:
+        if user.pending_approval:  # known, so logged as themselves, and never rate-limited as a stranger
+            why = "your access awaits approval by a second person (an officer of your site or an auditor)"
+            raise deny(services, request, 403, why, f"user:{user.id}")
         return Principal("user", user.id, user.role, frozenset(user.site_ids))
     device = session.scalar(select(Device).where(Device.token_hash == digest))
     if device is not None and not device.disabled:

@@ -70,6 +70,10 @@ class User(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Officers and auditors start pending: a second person approves the grant (api/grants.py).
+    pending_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    approved_by: Mapped[str | None] = mapped_column(String(80))
+    approved_at: Mapped[datetime | None]
     sites: Mapped[list[UserSite]] = relationship(lazy="selectin", cascade="all, delete-orphan")
 
     @property

@@ -13,6 +13,7 @@ from api.core.deps import AdminDep, AnyPrincipal, ServicesDep, SessionDep
 from api.core.models import Device, Site, User, UserSite, utcnow
 from api.core.responses import AUTHED, AUTHENTICATED, BODY, answers
 from api.core.tokens import new_enrolment_code, new_token, token_hash
+from api.grants import NEEDS_APPROVAL
 from api.schemas import (
     AccessChange,
     DeviceCreate,
@@ -57,8 +58,16 @@ def list_sites(_admin: AdminDep, session: SessionDep) -> list[SitePublic]:
     return [SitePublic(id=s.id, name=s.name) for s in session.scalars(select(Site).order_by(Site.id))]
 
 
-def _user_public(user: User) -> UserPublic:
-    return UserPublic(id=user.id, name=user.name, role=user.role, sites=user.site_ids, disabled=user.disabled)
+def user_public(user: User) -> UserPublic:
+    return UserPublic(
+        id=user.id,
+        name=user.name,
+        role=user.role,
+        sites=user.site_ids,
+        disabled=user.disabled,
+        pending_approval=user.pending_approval,
+        approved_by=user.approved_by,
+    )
 
 
 @router.post(
@@ -75,19 +84,27 @@ def add_user(body: UserCreate, admin: AdminDep, session: SessionDep) -> UserCrea
     for site_id in body.sites:
         _require_site(session, site_id)
     token = new_token("csu")
-    user = User(id=str(uuid.uuid4()), name=body.name, role=body.role, token_hash=token_hash(token))
+    # An officer's or auditor's token works only once a second person approves (api/grants.py).
+    pending = body.role in NEEDS_APPROVAL
+    user = User(
+        id=str(uuid.uuid4()), name=body.name, role=body.role, token_hash=token_hash(token), pending_approval=pending
+    )
     user.sites = [UserSite(site_id=s) for s in sorted(set(body.sites))]
     session.add(user)
     record_event(
-        session, actor=admin.actor, action=Action.USER_CREATE, target=f"user:{user.id}", detail={"role": body.role}
+        session,
+        actor=admin.actor,
+        action=Action.USER_CREATE,
+        target=f"user:{user.id}",
+        detail={"role": body.role, "sites": sorted(set(body.sites)), "pending_approval": pending},
     )
     session.commit()
-    return UserCreated(**_user_public(user).model_dump(), token=token)
+    return UserCreated(**user_public(user).model_dump(), token=token)
 
 
 @router.get("/users", response_model=list[UserPublic], responses=AUTHED)
 def list_users(_admin: AdminDep, session: SessionDep) -> list[UserPublic]:
-    return [_user_public(u) for u in session.scalars(select(User).order_by(User.name))]
+    return [user_public(u) for u in session.scalars(select(User).order_by(User.name))]
 
 
 @router.post("/devices", status_code=201, response_model=DeviceCreated, responses=answers(AUTHED, BODY, NO_SITE))
@@ -154,7 +171,7 @@ def disable_user(user_id: str, body: AccessChange, admin: AdminDep, session: Ses
     user.disabled = True
     record_event(session, actor=admin.actor, action=Action.USER_DISABLE, target=f"user:{user.id}", purpose=body.reason)
     session.commit()
-    return _user_public(user)
+    return user_public(user)
 
 
 @router.post("/users/{user_id}/enable", response_model=UserPublic, responses=answers(AUTHED, BODY, NO_USER))
@@ -163,7 +180,7 @@ def enable_user(user_id: str, body: AccessChange, admin: AdminDep, session: Sess
     user.disabled = False
     record_event(session, actor=admin.actor, action=Action.USER_ENABLE, target=f"user:{user.id}", purpose=body.reason)
     session.commit()
-    return _user_public(user)
+    return user_public(user)
 
 
 def _device_public(d: Device) -> DevicePublic:

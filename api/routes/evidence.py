@@ -11,17 +11,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.core.audit import record_committed, record_event
 from api.core.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
-from api.core.fields import human_text
 from api.core.models import Recording, utcnow
 from api.core.responses import AUTHED, BODY, INPUT, answers, json_refusals
 from api.retrieval import read_audio, segments_of
-from api.schemas import RecordingDetail, RecordingPublic, SegmentPublic
+from api.schemas import AudioRequest, RecordingDetail, RecordingPublic, SegmentPublic
 from api.search import evidence_search
 from evidence import audio
 from evidence.audit_actions import Action
@@ -35,12 +34,6 @@ from retention.store import active_holds, facts_of, refresh_retention
 
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 GONE = answers({404: "No such recording (or not in your sites).", 410: "The recording was deleted; see its tombstone."})
-
-Purpose = Annotated[
-    str,
-    Query(min_length=10, max_length=500, description="Why you need this evidence (logged)."),
-    human_text("purpose", min_visible=10),
-]
 
 
 def _public(r: Recording, stale_after: int, holds: Sequence[HoldFacts] = ()) -> RecordingPublic:
@@ -108,7 +101,7 @@ def show_evidence(
     )
 
 
-@router.get(
+@router.post(
     "/{recording_id}/audio",
     response_class=Response,
     responses=answers(
@@ -116,10 +109,10 @@ def show_evidence(
         json_refusals(
             answers(
                 AUTHED,
-                INPUT,
+                BODY,
                 GONE,
                 {
-                    400: "The evidence is malformed.",
+                    400: "The evidence is malformed, or the body is not JSON.",
                     409: "Integrity check failed: nothing is released.",
                     503: "The access log cannot be written, or no evidence key can open it: nothing is read.",
                 },
@@ -129,13 +122,17 @@ def show_evidence(
 )
 def get_audio(
     recording_id: uuid.UUID,
-    purpose: Purpose,
+    body: AudioRequest,
     request: Request,
     officer: OfficerDep,
     session: SessionDep,
     services: ServicesDep,
-    format: Literal["flac", "wav"] = "flac",
 ) -> Response:
+    """Read a recording's audio, verified, for a stated purpose (logged before the first byte).
+
+    A POST with the purpose in the body: a purpose in a URL would end up in proxy and server logs.
+    """
+    purpose, format = body.purpose, body.format
     recording = live(recording_in_scope(request, services, session, officer, recording_id))
     target = f"recording:{recording.id}"
     # Audit first, committed before anything is read: if this fails, nothing is read. The

@@ -50,7 +50,7 @@ def activity(client: TestClient, world: World, recordings: int = 2) -> None:
                 content=seg.envelope,
                 headers=world.device.segment_headers(seg),
             )
-        client.get(f"/v1/evidence/{rec.id}/audio", params={"purpose": "audit test read"}, headers=bearer(world.officer))
+        client.post(f"/v1/evidence/{rec.id}/audio", json={"purpose": "audit test read"}, headers=bearer(world.officer))
     client.get("/v1/evidence", headers=bearer(world.admin))  # a denied attempt
 
 

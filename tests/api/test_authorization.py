@@ -254,7 +254,7 @@ def post_user(env: Env) -> Call:
     def ok(reply: httpx.Response, _role: str) -> None:
         created = validate(UserCreated, reply)
         assert (created.name, created.role, created.sites) == (name, "officer", ["north"])
-        assert created.token.startswith("csu_")
+        assert created.token.startswith("csu_") and created.pending_approval  # a second person must approve
 
     def unchanged() -> None:
         assert name not in [u["name"] for u in env.client.get("/v1/users", headers=env.auth("admin")).json()]
@@ -337,6 +337,42 @@ def access_change(kind: str, action: str) -> Callable[[Env], Call]:
         return Call(f"/v1/{kind}s/{ident}/{action}", json=body, check_ok=ok, check_unchanged=unchanged)
 
     return prepare
+
+
+def _pending_officer(env: Env) -> tuple[str, str]:
+    reply = env.client.post(
+        "/v1/users", json={"name": _unique("user"), "role": "officer", "sites": ["north"]}, headers=env.auth("admin")
+    )
+    assert reply.status_code == 201 and reply.json()["pending_approval"], reply.text
+    return reply.json()["id"], reply.json()["token"]
+
+
+def approve_user_grant(env: Env) -> Call:
+    user_id, token = _pending_officer(env)
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        approved = validate(UserPublic, reply)
+        assert not approved.pending_approval and approved.approved_by == env.actors[role]
+        assert env.client.get("/v1/evidence", headers=bearer(token)).status_code == 200
+
+    def unchanged() -> None:
+        assert env.client.get("/v1/evidence", headers=bearer(token)).status_code == 403
+
+    return Call(f"/v1/users/{user_id}/approve", check_ok=ok, check_unchanged=unchanged)
+
+
+def list_grants(env: Env) -> Call:
+    _pending_officer(env)
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        pending = validate(list[UserPublic], reply)
+        assert all(u.pending_approval for u in pending)
+        if role == "other_officer":  # south's officer hears of no north grant
+            assert all("north" not in u.sites for u in pending)
+        else:
+            assert any(u.sites == ["north"] for u in pending)
+
+    return Call("/v1/grants", check_ok=ok)
 
 
 def rotate_token(env: Env) -> Call:
@@ -512,7 +548,7 @@ def get_audio(env: Env) -> Call:
         [read] = [e for e in env.log_since(0) if e.seq == int(reply.headers["X-Countersign-Access-Log"])]
         assert (read.actor, read.action, read.purpose) == (env.actors[role], "api:evidence:read", PURPOSE)
 
-    return Call(f"/v1/evidence/{env.evidence.id}/audio", params={"purpose": PURPOSE}, check_ok=ok)
+    return Call(f"/v1/evidence/{env.evidence.id}/audio", json={"purpose": PURPOSE}, check_ok=ok)
 
 
 def get_audit(env: Env) -> Call:
@@ -819,6 +855,16 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/devices/{device_id}/disable", ADMIN, access_change("device", "disable")),
     Endpoint("POST", "/v1/devices/{device_id}/enable", ADMIN, access_change("device", "enable")),
     Endpoint("POST", "/v1/token", AUTHENTICATED, rotate_token),
+    Endpoint("GET", "/v1/grants", frozenset({"officer", "other_officer", "auditor"}), list_grants),
+    # A north officer's grant: an auditor or a north officer approves; south's officer is out of scope (403).
+    Endpoint(
+        "POST",
+        "/v1/users/{user_id}/approve",
+        frozenset({"officer", "auditor"}),
+        approve_user_grant,
+        site_scoped=True,
+        scope_status=403,
+    ),
     Endpoint("GET", "/v1/notices", AUTHENTICATED, get_notices),
     Endpoint("GET", "/v1/keys", AUTHENTICATED, get_keys),
     Endpoint("POST", "/v1/enrol", PUBLIC, post_enrol),
@@ -828,7 +874,7 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/recordings/{recording_id}/incident", frozenset({"device"}), post_incident),
     Endpoint("GET", "/v1/evidence", OFFICERS, list_evidence),
     Endpoint("GET", "/v1/evidence/{recording_id}", frozenset({"officer"}), show_evidence, site_scoped=True),
-    Endpoint("GET", "/v1/evidence/{recording_id}/audio", frozenset({"officer"}), get_audio, site_scoped=True),
+    Endpoint("POST", "/v1/evidence/{recording_id}/audio", frozenset({"officer"}), get_audio, site_scoped=True),
     Endpoint("GET", "/v1/audit", frozenset({"auditor"}), get_audit),
     Endpoint("POST", "/v1/holds", NORTH_OFFICER, post_hold, ok_status=201, site_scoped=True),
     Endpoint("GET", "/v1/holds", OFFICERS, list_holds),
@@ -974,14 +1020,14 @@ def test_admin_cannot_read_evidence(app: FastAPI, client: TestClient, world: Wor
     assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
     _upload(client, world, rec)
     mark = _high_water(client, world)
-    urls = ["/v1/evidence", f"/v1/evidence/{rec.id}", f"/v1/evidence/{rec.id}/audio?purpose=just+curious+really"]
-    for url in urls:
-        reply = client.get(url, headers=bearer(world.admin))
+    calls = [("GET", "/v1/evidence"), ("GET", f"/v1/evidence/{rec.id}"), ("POST", f"/v1/evidence/{rec.id}/audio")]
+    for method, url in calls:
+        reply = client.request(method, url, json={"purpose": "just curious really"}, headers=bearer(world.admin))
         assert reply.status_code == 403 and "role admin may not do this" in reply.json()["detail"]
         assert b"fLaC" not in reply.content
     denials = _denials(client, world, mark)
     assert [(e.actor, denied_request(e)) for e in denials] == [
-        (_actor(app, world.admin), f"GET {httpx.URL(url).path}") for url in urls
+        (_actor(app, world.admin), f"{method} {url}") for method, url in calls
     ]
 
 
@@ -1026,8 +1072,8 @@ def test_officer_of_another_site_cannot_read_a_north_recording(app: FastAPI, cli
     _upload(client, world, rec)
     mark = _high_water(client, world)
     south = bearer(world.other_officer)
-    for url in (f"/v1/evidence/{rec.id}", f"/v1/evidence/{rec.id}/audio"):
-        reply = client.get(url, params={"purpose": "reviewing a complaint"}, headers=south)
+    for method, url in (("GET", f"/v1/evidence/{rec.id}"), ("POST", f"/v1/evidence/{rec.id}/audio")):
+        reply = client.request(method, url, json={"purpose": "reviewing a complaint"}, headers=south)
         assert reply.status_code == 404 and reply.json()["detail"] == "no such recording"  # as if absent
     # Listing is not refused, it is scoped: the north recording is simply not there, even when asked for.
     for params in ({}, {"site": "north"}):
@@ -1037,7 +1083,7 @@ def test_officer_of_another_site_cannot_read_a_north_recording(app: FastAPI, cli
     actor = _actor(app, world.other_officer)
     assert [(e.actor, denied_request(e), e.detail["status"]) for e in denials] == [
         (actor, f"GET /v1/evidence/{rec.id}", 404),
-        (actor, f"GET /v1/evidence/{rec.id}/audio", 404),
+        (actor, f"POST /v1/evidence/{rec.id}/audio", 404),
     ]
     # No read was logged as allowed for that officer: nothing left the service.
     entries = client.get("/v1/audit", params={"after": mark}, headers=bearer(world.auditor)).json()

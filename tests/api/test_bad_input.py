@@ -91,8 +91,8 @@ class Env:
         return reply
 
     def read_audio(self, rec_id: uuid.UUID | str, **params: str) -> httpx.Response:
-        reply: httpx.Response = self.client.get(
-            f"/v1/evidence/{rec_id}/audio", params={"purpose": PURPOSE, **params}, headers=bearer(self.officer)
+        reply: httpx.Response = self.client.post(
+            f"/v1/evidence/{rec_id}/audio", json={"purpose": PURPOSE, **params}, headers=bearer(self.officer)
         )
         return reply
 
@@ -271,6 +271,14 @@ WRONG_TYPES: dict[str, tuple[str | None, list[tuple[Any, str]]]] = {
             ({"until": "soon", "reason": REASON}, "until"),
             ({"until": "2030-01-01T00:00:00+00:00", "reason": 3}, "reason"),
             ({"reason": REASON}, "until"),
+        ],
+    ),
+    "POST /v1/evidence/{recording_id}/audio": (
+        "officer",
+        [
+            ({"purpose": 5}, "purpose"),
+            ({"purpose": "short"}, "purpose"),
+            ({"purpose": PURPOSE, "format": "mp3"}, "format"),
         ],
     ),
     "POST /v1/evidence/{recording_id}/deletion": (
@@ -726,7 +734,7 @@ def _targets(env: Env, rid: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", f"/v1/recordings/{rid}/interrupt", {"headers": env.device.auth}),
         ("POST", f"/v1/recordings/{rid}/incident", {"json": {"category": "x"}, "headers": env.device.auth}),
         ("GET", f"/v1/evidence/{rid}", {"headers": officer}),
-        ("GET", f"/v1/evidence/{rid}/audio", {"params": {"purpose": PURPOSE}, "headers": officer}),
+        ("POST", f"/v1/evidence/{rid}/audio", {"json": {"purpose": PURPOSE}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/flag", {"json": {"category": "x"}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/extend", {"json": {"until": FUTURE, "reason": REASON}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/deletion", {"json": {"reason": REASON}, "headers": officer}),
@@ -936,7 +944,7 @@ def test_bad_audio_request(env: Env, params: dict[str, str | None], word: str) -
     query = {k: v for k, v in {"purpose": PURPOSE, **params}.items() if v is not None}
     with env.services.sessions() as session:
         before = session.scalar(select(AccessLog.seq).order_by(AccessLog.seq.desc()).limit(1)) or 0
-    reply = env.client.get(f"/v1/evidence/{env.good.id}/audio", params=query, headers=bearer(env.officer))
+    reply = env.client.post(f"/v1/evidence/{env.good.id}/audio", json=query, headers=bearer(env.officer))
     refused(reply, 422, word)
     with env.services.sessions() as session:
         reads = session.scalars(

@@ -180,7 +180,7 @@ def _stranger_recordings(client: TestClient, world: World) -> dict[str, str]:
 
 
 def _audio(client: TestClient, rid: str, officer: str) -> bytes:
-    reply = client.get(f"/v1/evidence/{rid}/audio", params={"purpose": PURPOSE}, headers=bearer(officer))
+    reply = client.post(f"/v1/evidence/{rid}/audio", json={"purpose": PURPOSE}, headers=bearer(officer))
     assert reply.status_code == 200, reply.text
     return reply.content
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from api.bootstrap import init_data_dir
@@ -171,3 +173,23 @@ def test_the_database_file_is_private_even_in_an_open_directory(tmp_path: Path) 
         if path.exists():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
     assert (data / "countersign.db").exists()
+
+
+def test_purposes_and_reasons_never_travel_in_urls(app: FastAPI) -> None:
+    """URLs end up in proxy and server logs: why evidence is read, kept or destroyed goes in bodies."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        in_url = {p.name for p in (*route.dependant.query_params, *route.dependant.path_params)}
+        assert not in_url & {"purpose", "reason"}, f"{route.methods} {route.path} takes {in_url} in its URL"
+
+
+def test_reading_audio_with_the_purpose_in_the_url_is_not_possible(client: TestClient, world: World) -> None:
+    rec = good_recording(client, world.device, count=1)
+    url = f"/v1/evidence/{rec.id}/audio"
+    assert (
+        client.get(url, params={"purpose": "reviewing complaint 118"}, headers=bearer(world.officer)).status_code == 405
+    )
+    in_query = client.post(url, params={"purpose": "reviewing complaint 118"}, headers=bearer(world.officer))
+    assert in_query.status_code == 422  # the body is where it must be
+    assert read(client, world.officer, rec.id).status_code == 200

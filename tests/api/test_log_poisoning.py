@@ -134,7 +134,7 @@ def test_purposes_must_be_visible_text(client: TestClient, world: World, purpose
     world.device.add_segments(rec, 1)
     assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
     before = last_seq(client)
-    reply = client.get(f"/v1/evidence/{rec.id}/audio", params={"purpose": purpose}, headers=bearer(world.officer))
+    reply = client.post(f"/v1/evidence/{rec.id}/audio", json={"purpose": purpose}, headers=bearer(world.officer))
     assert reply.status_code == 422, reply.text
     assert not [e for e in entries_after(client, before) if e.action == "api:evidence:read"]
 

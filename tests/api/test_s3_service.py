@@ -74,7 +74,7 @@ def test_upload_and_audited_read_through_s3(
     assert not (settings.data_dir / "objects").exists() or not any((settings.data_dir / "objects").iterdir())
 
     purpose = "Complaint 2026-118 review"
-    audio = client.get(f"/v1/evidence/{rec.id}/audio", params={"purpose": purpose}, headers=bearer(world.officer))
+    audio = client.post(f"/v1/evidence/{rec.id}/audio", json={"purpose": purpose}, headers=bearer(world.officer))
     assert audio.status_code == 200 and audio.content[:4] == b"fLaC"
     custody = client.get(f"/v1/audit/custody/{rec.id}", headers=bearer(world.auditor)).json()
     reads = [e for e in custody if e["action"] == "api:evidence:read"]

@@ -23,8 +23,8 @@ def test_sim_device_upload_and_read(client: TestClient, world: World) -> None:
         assert r.status_code == 201, r.text
     shown = client.get(f"/v1/evidence/{rec.id}", headers=bearer(world.officer)).json()
     assert shown["status"] == "complete" and shown["segment_count"] == 3
-    audio = client.get(
-        f"/v1/evidence/{rec.id}/audio", params={"purpose": "fixture self-test"}, headers=bearer(world.officer)
+    audio = client.post(
+        f"/v1/evidence/{rec.id}/audio", json={"purpose": "fixture self-test"}, headers=bearer(world.officer)
     )
     assert audio.status_code == 200 and audio.content[:4] == b"fLaC"
 

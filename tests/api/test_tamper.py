@@ -1,6 +1,6 @@
 """Tampering with stored evidence, through the real API.
 
-Each attack is either refused at upload or reported at read: GET .../audio
+Each attack is either refused at upload or reported at read: POST .../audio
 answers 409 with an integrity message, never audio, and the access log holds
 the read (committed first) followed by the failed integrity check.
 """
@@ -72,7 +72,7 @@ def good_recording(client: TestClient, dev: SimDevice, count: int = 4, final: bo
 
 
 def read(client: TestClient, token: str, rid: uuid.UUID, fmt: str = "flac"):
-    return client.get(f"/v1/evidence/{rid}/audio", params={"purpose": PURPOSE, "format": fmt}, headers=bearer(token))
+    return client.post(f"/v1/evidence/{rid}/audio", json={"purpose": PURPOSE, "format": fmt}, headers=bearer(token))
 
 
 def expected_pcm(rec: SimRecording) -> np.ndarray:

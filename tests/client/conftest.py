@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from api.bootstrap import init_data_dir
+from api.bootstrap import approve_user, init_data_dir
 from api.core.settings import Settings
 from tests.conftest import LiveServer, bearer, cli_env, countersign, free_port
 from tests.support.factories import SimDevice, SimRecording
@@ -64,7 +64,8 @@ class Live:
         return enrol(self.api, name, site)
 
     def user(self, name: str, role: str, sites: list[str]) -> str:
-        return add_user(self.api, name, role, sites)
+        """A user whose access is approved (on the server) and ready to use."""
+        return add_user(self.api, name, role, sites, self.server.data)
 
     def get(self, token: str, url: str, **params: Any) -> Any:
         reply = httpx.get(f"{self.server.url}{url}", params=params, headers=bearer(token), timeout=30)
@@ -72,10 +73,13 @@ class Live:
         return reply.json()
 
 
-def add_user(api: httpx.Client, name: str, role: str, sites: list[str]) -> str:
+def add_user(api: httpx.Client, name: str, role: str, sites: list[str], data: Path | None = None) -> str:
+    """Create a user as the admin; with `data`, approve their access on the server as the second person."""
     reply = api.post("/v1/users", json={"name": name, "role": role, "sites": sites})
     assert reply.status_code == 201, reply.text
     token: str = reply.json()["token"]
+    if data is not None and reply.json()["pending_approval"]:
+        approve_user(Settings(data_dir=data, env="development"), name)
     return token
 
 
@@ -106,9 +110,9 @@ def live(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Live]:
             server,
             api,
             admin=init.admin_token,
-            officer=add_user(api, "olivia", "officer", ["north"]),
-            other_officer=add_user(api, "oscar", "officer", ["south"]),
-            auditor=add_user(api, "audrey", "auditor", []),
+            officer=add_user(api, "olivia", "officer", ["north"], data),
+            other_officer=add_user(api, "oscar", "officer", ["south"], data),
+            auditor=add_user(api, "audrey", "auditor", [], data),
             device=enrol(api, "counter-n1", "north"),
             public_key=init.service_public_key,
         )

@@ -25,20 +25,31 @@ def test_site_add_is_for_admins_only(live: Live) -> None:
 
 def test_user_add_prints_a_token_that_works_once_and_list_never_shows_it(live: Live) -> None:
     added = live.run(live.admin, "admin", "user", "add", "sato", "--role", "officer", "--site", "north")
-    first, second = lines(added)
+    first, second, _ = lines(added)  # the third line says who approves
     assert first == "user sato (officer, sites: north) added"
     assert second.startswith("token (shown once): ")
     token = second.split()[-1]
-    # The printed token is sato's: it lists north's evidence (none yet) and nothing outside north.
+    assert lines(added)[2] == "the token works once an auditor or an officer of its sites approves: " + (
+        "countersign admin user approve sato"
+    )
     rec = live.upload()
+    waiting = live.run(token, "evidence", "list", check=False)
+    assert waiting.returncode == 1 and "awaits approval by a second person" in waiting.stderr
+    assert "sato\tofficer\tnorth\tawaiting approval" in lines(live.run(live.officer, "admin", "user", "pending"))
+    admin_tries = live.run(live.admin, "admin", "user", "approve", "sato", check=False)
+    assert admin_tries.returncode != 0  # administrators approve nothing
+    approved = live.run(live.officer, "admin", "user", "approve", "sato")  # an officer of north
+    assert approved.stdout == "approved officer sato (sites: north)\n"
+    # The printed token is sato's: it lists north's evidence and nothing outside north.
     assert lines(live.run(token, "evidence", "list"))[0].startswith(str(rec.id))
 
     auditor = live.run(live.admin, "admin", "user", "add", "ito", "--role", "auditor")
     assert lines(auditor)[0] == "user ito (auditor, sites: -) added"
+    assert "approves: countersign admin user approve ito" in auditor.stdout
 
     listed = live.run(live.admin, "admin", "user", "list")
     assert "sato\tofficer\tnorth" in lines(listed)
-    assert "ito\tauditor\t" in listed.stdout.splitlines()
+    assert "ito\tauditor\t\tawaiting approval" in listed.stdout.splitlines()
     assert token not in listed.stdout
 
 

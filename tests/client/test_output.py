@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from client.output import audit_line, when
+import json
+
+import pytest
+import typer
+
+from client.errors import RequestRefused, fail
+from client.output import audit_line, echo_audit, echo_json, when
+from evidence.text import forbidden
 
 ENTRY = {
     "seq": 42,
@@ -36,3 +43,20 @@ def test_columns_line_up_whatever_the_action() -> None:
 def test_when() -> None:
     assert when("2026-04-01T09:30:15+09:00") == "2026-04-01T09:30:15"
     assert when(None) == "-"
+
+
+HOSTILE = "Kasuhara\x1b]0;owned\x07\x1b[2J\u2028\u202e\x9b31m\x00"
+
+
+def test_nothing_the_service_says_reaches_the_terminal_as_a_control(capsys) -> None:  # type: ignore[no-untyped-def]
+    """An insider's row or a forged export may hold escape sequences: the CLI prints them escaped."""
+    echo_audit([{**ENTRY, "purpose": HOSTILE, "target": HOSTILE}])
+    echo_json({"name": HOSTILE, "nested": [HOSTILE]})
+    with pytest.raises(typer.Exit):
+        raise fail(RequestRefused(f"409: {HOSTILE}"))
+    out, err = capsys.readouterr()
+    for text in (out, err):
+        assert not any(forbidden(ch) and ch not in "\t\n" for ch in text), repr(text)
+    assert "\\x1b]0;owned" in out and "\\u2028" in out
+    document = json.loads(out[out.index("{") :])  # still valid JSON, the characters kept as escapes
+    assert document["name"] == HOSTILE and document["nested"] == [HOSTILE]

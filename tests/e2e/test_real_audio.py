@@ -60,9 +60,9 @@ def test_speech_through_pulseaudio_round_trip(deployment: Deployment, tmp_path: 
     headers = {"Authorization": f"Bearer {deployment.officer_token}"}
     listed = httpx.get(f"{deployment.server.url}/v1/evidence", headers=headers).json()
     assert len(listed) == 1 and listed[0]["status"] == "complete"
-    audio = httpx.get(
+    audio = httpx.post(
         f"{deployment.server.url}/v1/evidence/{listed[0]['id']}/audio",
-        params={"purpose": "real audio end-to-end test", "format": "wav"},
+        json={"purpose": "real audio end-to-end test", "format": "wav"},
         headers=headers,
         timeout=60,
     )

@@ -38,7 +38,7 @@ def fetch(deployment: Deployment, recording_id: str) -> tuple[dict, np.ndarray]:
     headers = {"Authorization": f"Bearer {deployment.officer_token}"}
     url = f"{deployment.server.url}/v1/evidence/{recording_id}"
     meta = httpx.get(url, headers=headers).json()
-    audio = httpx.get(f"{url}/audio", params={"purpose": "end-to-end test check"}, headers=headers, timeout=60)
+    audio = httpx.post(f"{url}/audio", json={"purpose": "end-to-end test check"}, headers=headers, timeout=60)
     assert audio.status_code == 200, audio.text
     samples, rate = sf.read(io.BytesIO(audio.content), dtype="int16")
     assert rate == 16000

@@ -14,6 +14,8 @@ import nacl.signing
 import pytest
 import soundfile as sf
 
+from api.bootstrap import approve_user
+from api.core.settings import Settings
 from evidence.audit_log import verify_export
 from tests.conftest import Deployment, LiveServer, bearer, free_port
 from tests.support.factories import SimDevice
@@ -52,6 +54,7 @@ def test_two_processes_one_linear_audit_chain(deployment: Deployment, second_ser
         .post("/v1/users", json={"name": "audrey", "role": "auditor", "sites": []}, headers=bearer(admin))
         .json()["token"]
     )
+    approve_user(Settings(data_dir=deployment.server.data, env="development"), "audrey")
     devices = [enrol(clients[i % 2], admin, f"counter-{i}") for i in range(DEVICES)]
     errors: list[str] = []
     uploaded: list[str] = []
@@ -90,9 +93,9 @@ def test_two_processes_one_linear_audit_chain(deployment: Deployment, second_ser
                     return
                 complete = [r["id"] for r in listed.json() if r["status"] == "complete"]
                 if complete:
-                    audio = http.get(
+                    audio = http.post(
                         f"{url}/v1/evidence/{complete[0]}/audio",
-                        params={"purpose": "concurrency test read"},
+                        json={"purpose": "concurrency test read"},
                         headers=bearer(deployment.officer_token),
                     )
                     if audio.status_code != 200:
@@ -114,9 +117,9 @@ def test_two_processes_one_linear_audit_chain(deployment: Deployment, second_ser
 
     # Every recording reads back whole from either process.
     for i, rid in enumerate(uploaded):
-        audio = clients[i % 2].get(
+        audio = clients[i % 2].post(
             f"/v1/evidence/{rid}/audio",
-            params={"purpose": "final check of each"},
+            json={"purpose": "final check of each"},
             headers=bearer(deployment.officer_token),
         )
         assert audio.status_code == 200

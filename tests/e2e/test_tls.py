@@ -23,6 +23,8 @@ import typer
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from api.bootstrap import approve_user
+from api.core.settings import Settings
 from countersign.cli import app as cli_app
 from evidence.errors import ExitCode
 from tests.conftest import LiveServer, bearer, cli_env, countersign, free_port
@@ -118,6 +120,7 @@ def tls_deployment(tmp_path: Path, pki: Pki) -> Iterator[TlsDeployment]:
     try:
         assert admin.post("/v1/sites", json={"id": "tokyo"}).status_code == 201
         officer = admin.post("/v1/users", json={"name": "olivia", "role": "officer", "sites": ["tokyo"]})
+        approve_user(Settings(data_dir=server.data, env="development"), "olivia")
         yield TlsDeployment(server, pki, admin, officer.json()["token"], cert)
     finally:
         admin.close()

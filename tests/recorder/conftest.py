@@ -69,9 +69,9 @@ class Service:
         return body
 
     def audio(self, recording_id: str) -> np.ndarray:
-        reply = self.api.get(
+        reply = self.api.post(
             f"/v1/evidence/{recording_id}/audio",
-            params={"purpose": "recorder unit test"},
+            json={"purpose": "recorder unit test"},
             headers=bearer(self.world.officer),
         )
         assert reply.status_code == 200, reply.text

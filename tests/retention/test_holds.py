@@ -173,9 +173,11 @@ def test_bad_holds_are_refused_clearly(client: TestClient, world: World) -> None
 
 
 def test_a_hold_spans_one_site(client: TestClient, world: World) -> None:
-    both = client.post(
+    created = client.post(
         "/v1/users", json={"name": "bea", "role": "officer", "sites": ["north", "south"]}, headers=bearer(world.admin)
-    ).json()["token"]
+    ).json()
+    both = created["token"]
+    assert client.post(f"/v1/users/{created['id']}/approve", headers=bearer(world.auditor)).status_code == 200
     north, south = upload(client, world.device, 1), upload(client, world.other_device, 1)
     assert "one site" in create(client, both, expect=422, recordings=[north, south]).json()["detail"]
     assert "name the site" in create(client, both, expect=422, incident_category="threat").json()["detail"]

@@ -91,15 +91,15 @@ def test_expired_recording_is_purged_with_a_signed_tombstone(client: TestClient,
 
     # Reads of what is gone: 410 with a clear message; it leaves the listing; the tombstone is there.
     officer = bearer(world.officer)
-    for url in (f"/v1/evidence/{old}", f"/v1/evidence/{old}/audio"):
-        reply = client.get(url, params={"purpose": PURPOSE}, headers=officer)
+    for method, url in (("GET", f"/v1/evidence/{old}"), ("POST", f"/v1/evidence/{old}/audio")):
+        reply = client.request(method, url, json={"purpose": PURPOSE} if method == "POST" else None, headers=officer)
         assert reply.status_code == 410 and "deleted" in reply.json()["detail"], reply.text
     assert old not in {r["id"] for r in client.get("/v1/evidence", headers=officer).json()}
     shown = client.get(f"/v1/evidence/{old}/tombstone", headers=officer).json()
     verify_deletion_record(
         shown["record"], bytes.fromhex(shown["signature"]), bytes.fromhex(shown["service_public_key"])
     )
-    assert client.get(f"/v1/evidence/{young}/audio", params={"purpose": PURPOSE}, headers=officer).status_code == 200
+    assert client.post(f"/v1/evidence/{young}/audio", json={"purpose": PURPOSE}, headers=officer).status_code == 200
 
     # Nothing is purged twice; the run itself is in the audit log.
     again = job.run(svc)

@@ -7,6 +7,8 @@ import re
 
 import httpx
 
+from api.bootstrap import approve_user
+from api.core.settings import Settings
 from tests.conftest import Deployment, bearer, cli_env, countersign, enrol_sim_device
 from tests.support.retention_support import upload
 
@@ -45,6 +47,7 @@ def test_policy_hold_flag_extend_delete_through_the_cli(deployment: Deployment) 
     out = countersign("evidence", "delete", doomed, "--reason", "recorded by mistake, nobody there", env=officer).stdout
     request_id = out.split()[2]  # "deletion requested: <id> for recording ..."
     second = api.post("/v1/users", json={"name": "otto", "role": "officer", "sites": ["tokyo"]}).json()["token"]
+    approve_user(Settings(data_dir=deployment.server.data, env="development"), "otto")
     approver = cli_env(COUNTERSIGN_TOKEN=second, COUNTERSIGN_SERVER=deployment.server.url)
     out = countersign("evidence", "approve-deletion", request_id, env=approver).stdout
     assert "deleted: keys destroyed, objects removed, tombstone signed" in out

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 import httpx
 import nacl.signing
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from api import grants
+from api.core.models import User
 from tests.support.factories import SimDevice
 
 
@@ -45,22 +48,46 @@ class World:
     second_officer: str = ""  # site "north" too: approves what `officer` asks to delete early
 
 
+def approve_on_server(client: TestClient, name: str) -> None:
+    """What `countersign server approve-user` does, on the test's own service (the first auditor)."""
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.sessions() as session, session.begin():
+        user = session.scalar(select(User).where(User.name == name))
+        assert user is not None
+        grants.approve(session, user, approver="system")
+
+
+def approve(client: TestClient, approver: str, user_id: str) -> None:
+    reply = client.post(f"/v1/users/{user_id}/approve", headers=bearer(approver))
+    assert reply.status_code == 200, reply.text
+
+
 def build_world(client: TestClient, admin: str) -> World:
-    """Create the sites, users and devices of a World on `client`'s service, as `admin`."""
+    """Create the sites, users and devices of a World on `client`'s service, as `admin`.
+
+    Access takes two people: the auditor is approved on the server, the officers by the auditor.
+    """
     for site in ("north", "south"):
         assert client.post("/v1/sites", json={"id": site}, headers=bearer(admin)).status_code == 201
+    approver: list[str] = []
 
     def user(name: str, role: str, sites: list[str]) -> str:
         reply = client.post("/v1/users", json={"name": name, "role": role, "sites": sites}, headers=bearer(admin))
         assert reply.status_code == 201, reply.text
         token: str = reply.json()["token"]
+        if role == "auditor":
+            approve_on_server(client, name)
+            approver.append(token)
+        else:
+            approve(client, approver[0], reply.json()["id"])
         return token
 
+    auditor = user("audrey", "auditor", [])
     return World(
         admin=admin,
         officer=user("olivia", "officer", ["north"]),
         other_officer=user("oscar", "officer", ["south"]),
-        auditor=user("audrey", "auditor", []),
+        auditor=auditor,
         device=enrol_sim_device(client, admin, "counter-n1", "north"),
         other_device=enrol_sim_device(client, admin, "counter-s1", "south"),
         second_officer=user("otto", "officer", ["north"]),
