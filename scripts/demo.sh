@@ -24,8 +24,8 @@ curl -s "$server/healthz"; echo
 step "3. Admin: a site, an officer, an auditor, a counter device (one-time enrolment code)"
 export COUNTERSIGN_SERVER="$server"
 COUNTERSIGN_TOKEN=$admin countersign admin site add minato-ward --name "Minato Ward Office"
-officer=$(COUNTERSIGN_TOKEN=$admin countersign admin user add sato --role officer --site minato-ward | tee /dev/stderr | awk '/token/ {print $NF}')
-auditor=$(COUNTERSIGN_TOKEN=$admin countersign admin user add ito --role auditor | tee /dev/stderr | awk '/token/ {print $NF}')
+officer=$(COUNTERSIGN_TOKEN=$admin countersign admin user add sato --role officer --site minato-ward | tee /dev/stderr | awk '/^token \(shown once\)/ {print $NF}')
+auditor=$(COUNTERSIGN_TOKEN=$admin countersign admin user add ito --role auditor | tee /dev/stderr | awk '/^token \(shown once\)/ {print $NF}')
 code=$(COUNTERSIGN_TOKEN=$admin countersign admin device add counter-3 --site minato-ward | tee /dev/stderr | awk '/enrolment code/ {print $NF}')
 
 step "3b. Access to evidence takes two people: the first auditor is approved on the server, the officer by the auditor"
