@@ -40,6 +40,7 @@ from retention.models import Hold
 from tests.conftest import bearer, enrol_sim_device
 from tests.support.backends import BACKENDS
 from tests.support.factories import SimDevice, SimRecording, tone
+from tests.support.world import approve_on_server
 
 PURPOSE = "bad input regression check"
 
@@ -127,6 +128,7 @@ def make_env(data: Path, **overrides: Any) -> Env:
         reply = client.post("/v1/users", json={"name": name, "role": role, "sites": sites}, headers=bearer(admin))
         assert reply.status_code == 201, reply.text
         token: str = reply.json()["token"]
+        approve_on_server(client, name)  # the second person (tests/api/test_grants.py tests the rule)
         return token
 
     device = enrol_sim_device(client, admin, "counter-n1", "north")
