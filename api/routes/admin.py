@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
 from api.core.audit import record_event
-from api.core.deps import AdminDep, AnyPrincipal, ServicesDep, SessionDep
+from api.core.deps import AdminDep, AnyPrincipal, Principal, ServicesDep, SessionDep
 from api.core.models import Device, Site, User, UserSite, utcnow
 from api.core.responses import AUTHED, AUTHENTICATED, BODY, answers
 from api.core.tokens import new_enrolment_code, new_token, token_hash
@@ -132,12 +132,13 @@ def add_device(body: DeviceCreate, admin: AdminDep, session: SessionDep, service
     )
 
 
+def device_public(d: Device) -> DevicePublic:
+    return DevicePublic(id=d.id, name=d.name, site=d.site_id, enrolled=d.enrolled_at is not None, disabled=d.disabled)
+
+
 @router.get("/devices", response_model=list[DevicePublic], responses=AUTHED)
 def list_devices(_admin: AdminDep, session: SessionDep) -> list[DevicePublic]:
-    return [
-        DevicePublic(id=d.id, name=d.name, site=d.site_id, enrolled=d.enrolled_at is not None, disabled=d.disabled)
-        for d in session.scalars(select(Device).order_by(Device.name))
-    ]
+    return [device_public(d) for d in session.scalars(select(Device).order_by(Device.name))]
 
 
 # --------------------------------------------------------------------------- revoking and restoring access
@@ -159,6 +160,20 @@ def _device(session: SessionDep, device_id: str) -> Device:
     return device
 
 
+def _switch(session: SessionDep, admin: Principal, row: User | Device, disabled: bool, reason: str) -> None:
+    """Disable or enable a user or a device, audited with the admin's reason."""
+    kind = "user" if isinstance(row, User) else "device"
+    row.disabled = disabled
+    action = {
+        ("user", True): Action.USER_DISABLE,
+        ("user", False): Action.USER_ENABLE,
+        ("device", True): Action.DEVICE_DISABLE,
+        ("device", False): Action.DEVICE_ENABLE,
+    }[(kind, disabled)]
+    record_event(session, actor=admin.actor, action=action, target=f"{kind}:{row.id}", purpose=reason)
+    session.commit()
+
+
 @router.post(
     "/users/{user_id}/disable",
     response_model=UserPublic,
@@ -168,45 +183,29 @@ def disable_user(user_id: str, body: AccessChange, admin: AdminDep, session: Ses
     user = _user(session, user_id)
     if user.id == admin.id:
         raise HTTPException(409, "you cannot disable yourself; another admin can")
-    user.disabled = True
-    record_event(session, actor=admin.actor, action=Action.USER_DISABLE, target=f"user:{user.id}", purpose=body.reason)
-    session.commit()
+    _switch(session, admin, user, True, body.reason)
     return user_public(user)
 
 
 @router.post("/users/{user_id}/enable", response_model=UserPublic, responses=answers(AUTHED, BODY, NO_USER))
 def enable_user(user_id: str, body: AccessChange, admin: AdminDep, session: SessionDep) -> UserPublic:
     user = _user(session, user_id)
-    user.disabled = False
-    record_event(session, actor=admin.actor, action=Action.USER_ENABLE, target=f"user:{user.id}", purpose=body.reason)
-    session.commit()
+    _switch(session, admin, user, False, body.reason)
     return user_public(user)
-
-
-def _device_public(d: Device) -> DevicePublic:
-    return DevicePublic(id=d.id, name=d.name, site=d.site_id, enrolled=d.enrolled_at is not None, disabled=d.disabled)
 
 
 @router.post("/devices/{device_id}/disable", response_model=DevicePublic, responses=answers(AUTHED, BODY, NO_DEVICE))
 def disable_device(device_id: str, body: AccessChange, admin: AdminDep, session: SessionDep) -> DevicePublic:
     device = _device(session, device_id)
-    device.disabled = True
-    record_event(
-        session, actor=admin.actor, action=Action.DEVICE_DISABLE, target=f"device:{device.id}", purpose=body.reason
-    )
-    session.commit()
-    return _device_public(device)
+    _switch(session, admin, device, True, body.reason)
+    return device_public(device)
 
 
 @router.post("/devices/{device_id}/enable", response_model=DevicePublic, responses=answers(AUTHED, BODY, NO_DEVICE))
 def enable_device(device_id: str, body: AccessChange, admin: AdminDep, session: SessionDep) -> DevicePublic:
     device = _device(session, device_id)
-    device.disabled = False
-    record_event(
-        session, actor=admin.actor, action=Action.DEVICE_ENABLE, target=f"device:{device.id}", purpose=body.reason
-    )
-    session.commit()
-    return _device_public(device)
+    _switch(session, admin, device, False, body.reason)
+    return device_public(device)
 
 
 @router.post(
