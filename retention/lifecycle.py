@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.core.audit import record_event
-from api.core.models import Recording, utcnow
+from api.core.models import Recording, iso, utcnow
 from api.core.storage import BlobStore
 from evidence.audit_actions import Action
 from retention.holds_sync import hold_if_covered
@@ -23,10 +23,6 @@ from retention.store import refresh_retention
 
 class RecordingGone(Exception):
     """This recording has been deleted."""
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def flag_incident(session: Session, store: BlobStore, recording: Recording, category: str, actor: str) -> None:
@@ -41,7 +37,7 @@ def flag_incident(session: Session, store: BlobStore, recording: Recording, cate
         actor=actor,
         action=Action.RECORDING_FLAG,
         target=f"recording:{recording.id}",
-        detail={"category": category, "previous": previous, "retain_until": [_iso(old), _iso(new)]},
+        detail={"category": category, "previous": previous, "retain_until": [iso(old), iso(new)]},
     )
     hold_if_covered(session, store, recording)  # a scoped hold on this category: store hold before commit
 

@@ -43,7 +43,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit import record_event
-from api.core.models import Recording, SealedKey, Segment
+from api.core.models import Recording, SealedKey, Segment, iso
 from api.core.storage import BlobStore
 from api.core.storage.interface import ObjectHeld
 from evidence.audit_actions import Action
@@ -248,10 +248,6 @@ def verify_deletion_record(record: dict[str, Any], signature: bytes, public_key:
         raise IntegrityError("deletion record signature does not verify") from exc
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def finalise(session: Session, ids: Sequence[str], *, now: datetime, key: nacl.signing.SigningKey) -> list[str]:
     """Step 3, in the caller's transaction: returns the recordings this caller completed."""
     won = claim(session, ids, SHREDDING, PURGED)
@@ -295,15 +291,15 @@ def _complete_tombstone(
         "recording_id": recording.id,
         "site": tomb.site_id,
         "device": tomb.device_id,
-        "started_at": _iso(tomb.started_at),
-        "ended_at": _iso(tomb.ended_at),
+        "started_at": iso(tomb.started_at),
+        "ended_at": iso(tomb.ended_at),
         "categories": tomb.categories,
         "reason": tomb.reason,
         "rule": tomb.rule,
         "actor": tomb.actor,
         "sealed_key_ids": tomb.sealed_key_ids,
-        "shredded_at": _iso(tomb.shredded_at),
-        "purged_at": _iso(now),
+        "shredded_at": iso(tomb.shredded_at),
+        "purged_at": iso(now),
         "header_sha256": header_hash(recording.header).hex(),
         "segment_count": len(segments),
         "bytes": tomb.bytes_total,

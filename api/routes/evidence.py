@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from api.core.audit import record_committed, record_event
 from api.core.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
-from api.core.models import Recording, utcnow
+from api.core.models import Recording, iso, utcnow
 from api.core.responses import AUTHED, BODY, INPUT, answers, json_refusals
 from api.retrieval import read_audio, segments_of
 from api.schemas import AudioRequest, RecordingDetail, RecordingPublic, SegmentPublic
@@ -178,10 +178,6 @@ def get_audio(
 MAX_EXTENSION = timedelta(days=36500)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _change(recording: Recording) -> RetentionChange:
     return RetentionChange(
         id=recording.id,
@@ -239,7 +235,7 @@ def extend(
         action=Action.RECORDING_EXTEND,
         target=f"recording:{recording.id}",
         purpose=body.reason,
-        detail={"until": body.until.isoformat(), "previous": _iso(current), "retain_until": [_iso(old), _iso(new)]},
+        detail={"until": body.until.isoformat(), "previous": iso(current), "retain_until": [iso(old), iso(new)]},
     )
     session.commit()
     return _change(recording)
