@@ -1,8 +1,9 @@
 # Countersign service image: the API, the retention worker and the CLI.
 FROM python:3.11-slim
-# libsndfile: the FLAC codec (soundfile) links against it. No PortAudio: the image runs no recorder.
+# libsndfile: the FLAC codec (soundfile) links against it; IPA Gothic: the Japanese font the evidence
+# bundle's PDF report embeds. No PortAudio: the image runs no recorder.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libsndfile1 \
+    && apt-get install -y --no-install-recommends libsndfile1 fonts-ipafont-gothic \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/countersign countersign \
     && install -d -o countersign -m 0700 /var/lib/countersign

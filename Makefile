@@ -70,6 +70,8 @@ bench: install-dev ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.recorder_cpu
 	$(BIN)/python -m bench.retention_sweep
+	$(BIN)/python -m bench.audit_proof
+	$(BIN)/python -m bench.export
 	$(BIN)/python -m bench.startup
 
 clean: ## Remove the virtualenv and caches (never touches DATA)

@@ -38,6 +38,7 @@ class Enrolment:
     device_id: str
     site_id: str
     public_key: bytes
+    entry: AccessLog  # the genuine entry itself (an evidence bundle carries it with its inclusion proof)
 
 
 def _policy(session: Session) -> CheckpointPolicy:
@@ -81,7 +82,7 @@ def enrolment_of(session: Session, device_id: str) -> Enrolment:
         site, key = row.detail.get("site"), row.detail.get("public_key")
         if isinstance(site, str) and isinstance(key, str):
             try:
-                return Enrolment(device_id, site, bytes.fromhex(key))
+                return Enrolment(device_id, site, bytes.fromhex(key), row)
             except ValueError:
                 continue
     raise IntegrityError(f"the audit log holds no enrolment of device {device_id}: its key cannot be trusted")

@@ -14,8 +14,9 @@ from sqlalchemy.exc import OperationalError
 
 from api.core.services import Services, build_services
 from api.core.settings import Settings
+from api.metrics import install as install_metrics
 from api.middleware import HSTS_MAX_AGE, BoundedBody, SecurityHeaders
-from api.routes import admin, audit, enrol, evidence, grants, health, ingest
+from api.routes import admin, audit, enrol, evidence, export, grants, health, ingest
 from evidence.errors import EvidenceError, FormatError, IntegrityError, KeyUnavailableError
 from retention.routes import deletions, holds, policies
 
@@ -44,10 +45,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         BoundedBody, json_limit=services.settings.max_json_bytes, upload_limit=services.settings.max_segment_bytes
     )
     app.add_middleware(SecurityHeaders, hsts_max_age=HSTS_MAX_AGE)  # HSTS on https answers only
-    for module in (health, admin, grants, enrol, ingest, evidence, audit):
+    for module in (health, admin, grants, enrol, ingest, evidence, export, audit):
         app.include_router(module.router)
     for module in (holds, policies, deletions):  # the retention domain: holds, policies, early deletion
         app.include_router(module.router)
+    # GET /metrics (operators' scraper; not in the schema) and request timing, outermost of all.
+    token = services.settings.metrics_token
+    install_metrics(app, token.get_secret_value() if token is not None else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -113,6 +113,7 @@ def run(
         uvicorn.run(app_, host=host, port=port, log_level="info", ssl_certfile=cert, ssl_keyfile=key)
     else:
         os.environ["COUNTERSIGN_DATA_DIR"] = str(data)
+        _metrics_dir()  # before the workers start: they count into files there, /metrics adds them up
         uvicorn.run(
             "api.asgi:app",
             host=host,
@@ -123,6 +124,18 @@ def run(
             ssl_certfile=cert,
             ssl_keyfile=key,
         )
+
+
+def _metrics_dir() -> None:
+    """Several workers: prometheus_client's multiprocess mode needs a directory they share
+    (PROMETHEUS_MULTIPROC_DIR). Use the operator's, emptied of an earlier run's files, or a new one."""
+    import tempfile
+
+    from api.core.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    path = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="countersign-metrics-")
+    prepare_multiprocess_dir(path)
+    os.environ[MULTIPROC_ENV] = path
 
 
 def _tls_files(cert: Path | None, key: Path | None) -> tuple[str | None, str | None]:

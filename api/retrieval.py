@@ -1,16 +1,24 @@
 """Reading evidence back: verify everything, then decrypt, then release.
 
-Nothing is released until every segment has passed: the header and segment
-signatures, the chain links, the stored ciphertext's hash, the AEAD (which
-binds recording id, index and final flag), and the plaintext hash. A single
-failure raises IntegrityError; the caller never receives altered audio.
+Nothing is released until every segment's header and segment signatures, chain
+links, anchors and stored ciphertext hash have passed. open_segments and
+read_audio then check each segment's AEAD (which binds recording id, index and
+final flag) and plaintext hash in memory before returning anything; a streamed
+read (prepare_audio, VerifiedAudio.chunks: notes below) checks them segment by
+segment as it goes, and a failure ends the stream incomplete. Either way a
+single failure raises IntegrityError; the caller never receives altered audio
+as a complete file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
+import nacl.bindings as sodium
 import nacl.signing
 import numpy as np
 from sqlalchemy import select
@@ -23,7 +31,7 @@ from api.core.storage import BlobStore, ObjectMissing
 from evidence import audio
 from evidence.audit_actions import Action
 from evidence.chain import SegmentStatement, SignedSegment, verify_chain
-from evidence.envelope import open_segment
+from evidence.envelope import HEADER_BYTES, TAG_BYTES, check_envelope, open_segment
 from evidence.errors import FormatError, IntegrityError
 
 
@@ -31,12 +39,13 @@ def segments_of(session: Session, recording_id: str) -> list[Segment]:
     return list(session.scalars(select(Segment).where(Segment.recording_id == recording_id).order_by(Segment.index)))
 
 
-def verify_recording_chain(session: Session, recording: Recording) -> list[Segment]:
-    """Check the signed chain as stored in the database; return the segments in order."""
+def verify_recording_chain(session: Session, recording: Recording, rows: list[Segment] | None = None) -> list[Segment]:
+    """Check the signed chain as stored in the database; return the segments in order (`rows`, if given)."""
     device = session.get(Device, recording.device_id)
     if device is None or device.public_key is None:
         raise IntegrityError("the recording's device key is unknown")
-    rows = segments_of(session, recording.id)
+    if rows is None:
+        rows = segments_of(session, recording.id)
     rid = uuid.UUID(recording.id)
     signed = (
         SignedSegment(
@@ -80,17 +89,16 @@ def _check_against_audit_log(session: Session, recording: Recording, segments: i
             raise IntegrityError(f"the audit log records segment {index} being received, but the recording lacks it")
 
 
-def read_audio(
-    session: Session, store: BlobStore, keys: KeyCustodian, recording: Recording, fmt: str
-) -> tuple[bytes, int]:
-    """Return (encoded audio, frames) after verifying every segment."""
+def open_segments(
+    session: Session, store: BlobStore, keys: KeyCustodian, recording: Recording
+) -> list[tuple[Segment, bytes]]:
+    """Every segment's plaintext (the FLAC the device hashed), after verifying all of them."""
     rows = verify_recording_chain(session, recording)
     if not rows:
-        raise IntegrityError("the recording has no audio")
+        return []
     data_key = keys.unseal({k.key_id: k.sealed for k in recording.sealed_keys})
     rid = uuid.UUID(recording.id)
-    expected_rate = int(recording.header["sample_rate"])
-    parts = []
+    opened = []
     for row in rows:
         try:
             envelope = store.get(row.object_key)
@@ -101,9 +109,244 @@ def read_audio(
         plaintext = open_segment(data_key, rid, row.index, row.final, envelope)
         if hashlib.sha256(plaintext).digest() != row.plaintext_sha256:
             raise IntegrityError(f"segment {row.index} decrypts to audio the device did not sign")
+        opened.append((row, plaintext))
+    return opened
+
+
+def joined_audio(recording: Recording, opened: list[tuple[Segment, bytes]], fmt: str) -> tuple[bytes, int]:
+    """The segments as one file (encoded audio, frames); every segment must have the header's rate."""
+    expected_rate = int(recording.header["sample_rate"])
+    parts = []
+    for row, plaintext in opened:
         pcm, rate = audio.decode(plaintext)
         if rate != expected_rate:
             raise IntegrityError(f"segment {row.index} has sample rate {rate}, header says {expected_rate}")
         parts.append(pcm)
     samples = np.concatenate(parts)
     return audio.encode(samples, expected_rate, fmt), len(samples)
+
+
+def read_audio(
+    session: Session, store: BlobStore, keys: KeyCustodian, recording: Recording, fmt: str
+) -> tuple[bytes, int]:
+    """Return (encoded audio, frames) after verifying every segment."""
+    opened = open_segments(session, store, keys, recording)
+    if not opened:
+        raise IntegrityError("the recording has no audio")
+    return joined_audio(recording, opened, fmt)
+
+
+# --------------------------------------------------------------------------- streamed reads
+#
+# read_audio above is the whole recording in memory (the reference the tests and bench/retrieval.py
+# compare with). A read through the API streams instead, in two phases:
+#
+# 1. prepare_audio, before the response starts (any failure: 409, nothing sent): the signatures,
+#    chain links and anchors (verify_recording_chain), then one pass over the store hashing every
+#    ciphertext against the hash its device signed, one object in memory at a time. The same pass
+#    reads each segment's STREAMINFO, which gives the exact frame count a WAV header and FLAC's
+#    STREAMINFO must carry before the first byte (_peek). Segment 0 is opened in full (AEAD,
+#    plaintext hash, decoding), so a wrong data key or a replayed envelope is still a 409.
+# 2. VerifiedAudio.chunks, while streaming: each segment is fetched again, its ciphertext hash,
+#    AEAD and plaintext hash checked, decoded, checked against the rate, channels and frame count
+#    announced, and only then encoded and handed out. A failure raises IntegrityError there; the
+#    route audits it and the server aborts the response, so the client never gets a complete file.
+#
+# Why peek rather than decrypt everything twice: the AEAD and the plaintext hash over the whole
+# recording are ~0.3 s per hour of audio on one core (what phase 2 spends anyway), which would all
+# come before the first byte. The peek costs microseconds a segment, and it is safe: ChaCha20 is
+# a stream cipher, so the first 42 plaintext bytes are fixed by the ciphertext, whose hash was just
+# verified against the device's signature. If the segment later fails its tag or plaintext hash the
+# stream fails; if it passes, the peeked STREAMINFO is the verified plaintext's, and its decoded
+# frame count is checked against it again. What the header announces is therefore either exactly
+# what follows, or the response is cut off. Each object is read twice (hashed, then streamed: a
+# segment is ~130 KB); nothing is kept between the phases but the verified hashes and frame counts.
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One segment as the stream needs it: plain data, so no ORM row outlives the request's session."""
+
+    index: int
+    final: bool
+    object_key: str
+    ciphertext_sha256: bytes
+    plaintext_sha256: bytes
+    frames: int
+
+
+def _fetch(store: BlobStore, part: _Part | Segment) -> bytes:
+    try:
+        envelope = store.get(part.object_key)
+    except ObjectMissing as exc:
+        raise IntegrityError(f"segment {part.index} is missing from the store") from exc
+    if hashlib.sha256(envelope).digest() != part.ciphertext_sha256:
+        raise IntegrityError(f"segment {part.index} in the store is not the one the device signed")
+    return envelope
+
+
+def _open(data_key: bytes, rid: uuid.UUID, part: _Part | Segment, envelope: bytes) -> bytes:
+    plaintext = open_segment(data_key, rid, part.index, part.final, envelope)
+    if hashlib.sha256(plaintext).digest() != part.plaintext_sha256:
+        raise IntegrityError(f"segment {part.index} decrypts to audio the device did not sign")
+    return plaintext
+
+
+def _peek(data_key: bytes, envelope: bytes) -> bytes:
+    """The envelope's first STREAMINFO_END plaintext bytes, NOT authenticated (see the notes above).
+
+    XChaCha20-Poly1305 encrypts by XOR with a keystream fixed by key and nonce, so encrypting
+    zeros under the envelope's own nonce yields that keystream (and a tag, dropped). Nothing
+    encrypted this way ever leaves this function.
+    """
+    check_envelope(envelope)
+    body = envelope[HEADER_BYTES:-TAG_BYTES][: audio.STREAMINFO_END]
+    keystream = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        bytes(len(body)), None, envelope[1:HEADER_BYTES], data_key
+    )[: len(body)]
+    return (int.from_bytes(body, "big") ^ int.from_bytes(keystream, "big")).to_bytes(len(body), "big")
+
+
+def _decoded(recording_rate: int, channels: int | None, part: _Part | Segment, plaintext: bytes) -> audio.PCM:
+    pcm, rate = audio.decode(plaintext)
+    if rate != recording_rate:
+        raise IntegrityError(f"segment {part.index} has sample rate {rate}, header says {recording_rate}")
+    if channels is not None and pcm.shape[1] != channels:
+        raise IntegrityError(f"segment {part.index} has {pcm.shape[1]} channels, segment 0 has {channels}")
+    return pcm
+
+
+@dataclass
+class VerifiedAudio:
+    """A recording whose every signature, link, anchor and ciphertext hash checked out; streamed by chunks()."""
+
+    fmt: str
+    rate: int
+    channels: int
+    frames: int
+    length: int | None  # the exact byte length when the format allows knowing it now (WAV), else None
+    _store: BlobStore
+    _data_key: bytes
+    _rid: uuid.UUID
+    _parts: list[_Part]
+    _first: audio.PCM  # segment 0, opened and decoded before the response started
+
+    def chunks(self) -> Iterator[bytes]:
+        """The file, a segment at a time; IntegrityError (and no more bytes) if a segment fails its checks."""
+        flac = audio.FlacStream(self.rate, self.channels, self.frames) if self.fmt == "flac" else None
+        if flac is None:
+            yield audio.wav_header(self.frames, self.rate, self.channels)
+        for part in self._parts:
+            if part.index == 0:
+                pcm, self._first = self._first, self._first[:0]  # release it once used
+            else:
+                plaintext = _open(self._data_key, self._rid, part, _fetch(self._store, part))
+                pcm = _decoded(self.rate, self.channels, part, plaintext)
+            if len(pcm) != part.frames:
+                raise IntegrityError(
+                    f"segment {part.index} decodes to {len(pcm)} frames, its STREAMINFO says {part.frames}"
+                )
+            chunk = audio.pcm_bytes(pcm) if flac is None else flac.write(pcm)
+            if chunk:
+                yield chunk
+        if flac is not None:
+            yield flac.close()
+
+
+class _HashPass(threading.Thread):
+    """Every object hashed against the hash its device signed, one in memory at a time (phase 1).
+
+    It runs beside the signature and anchor checks (hashlib, file and socket reads, and libsodium
+    release the GIL), on plain values only, never the session. It keeps what the peek needs of
+    each envelope (nonce and the start of the ciphertext) and segment 0 whole; it stops at the
+    first failure, as a sequential pass would.
+    """
+
+    def __init__(self, store: BlobStore, rows: list[Segment]) -> None:
+        super().__init__(name="hash-pass", daemon=True)
+        self.store = store
+        self.todo = [(r.index, r.object_key, r.ciphertext_sha256) for r in rows]
+        self.heads: list[bytes] = []
+        self.first = b""
+        self.error: IntegrityError | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        for index, key, digest in self.todo:
+            if self.stop.is_set():
+                return
+            try:
+                envelope = self.store.get(key)
+            except ObjectMissing:
+                self.error = IntegrityError(f"segment {index} is missing from the store")
+                return
+            if hashlib.sha256(envelope).digest() != digest:
+                self.error = IntegrityError(f"segment {index} in the store is not the one the device signed")
+                return
+            if index == 0:
+                self.first = envelope
+            # What _peek reads: version and nonce, the ciphertext's first bytes, a stand-in for the tag.
+            short = len(envelope) < HEADER_BYTES + TAG_BYTES  # kept whole: _peek refuses it (FormatError)
+            body = envelope[HEADER_BYTES:-TAG_BYTES][: audio.STREAMINFO_END]
+            self.heads.append(envelope if short else envelope[:HEADER_BYTES] + body + bytes(TAG_BYTES))
+
+    def result(self) -> list[bytes]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.heads
+
+
+def prepare_audio(
+    session: Session, store: BlobStore, keys: KeyCustodian, recording: Recording, fmt: str
+) -> VerifiedAudio:
+    """Everything checkable before the first byte (phase 1 above), and what the stream needs after it.
+
+    The hash pass over the store runs beside the signature and anchor checks; their failures are
+    reported first, then the store's, so the answer is the same as checking one after the other.
+    """
+    rows = segments_of(session, recording.id)
+    hashing = _HashPass(store, rows)
+    hashing.start()
+    try:
+        verify_recording_chain(session, recording, rows)
+    except BaseException:
+        hashing.stop.set()
+        raise
+    heads = hashing.result()
+    if not rows:
+        raise IntegrityError("the recording has no audio")
+    data_key = keys.unseal({k.key_id: k.sealed for k in recording.sealed_keys})
+    rid = uuid.UUID(recording.id)
+    rate = int(recording.header["sample_rate"])
+    parts: list[_Part] = []
+    channels: set[int] = set()
+    first: audio.PCM | None = None
+    for row, head in zip(rows, heads, strict=True):
+        if row.index == 0:
+            first = _decoded(rate, None, row, _open(data_key, rid, row, hashing.first))
+            frames = len(first)
+            channels.add(first.shape[1])
+        else:
+            info = audio.stream_info(_peek(data_key, head))
+            if info is None or info.frames == 0:
+                # Not a FLAC stream that states its length (no device makes one): count it the
+                # slow way, from its verified plaintext. It is opened again when streamed.
+                pcm = _decoded(rate, None, row, _open(data_key, rid, row, _fetch(store, row)))
+                frames = len(pcm)
+                channels.add(pcm.shape[1])
+            else:
+                if info.sample_rate != rate:
+                    raise IntegrityError(f"segment {row.index} has sample rate {info.sample_rate}, header says {rate}")
+                frames = info.frames
+                channels.add(info.channels)
+        if len(channels) > 1:
+            raise IntegrityError(f"segment {row.index} does not have the channels of the segments before it")
+        parts.append(_Part(row.index, row.final, row.object_key, row.ciphertext_sha256, row.plaintext_sha256, frames))
+    assert first is not None  # rows start at segment 0: verify_recording_chain checked the indexes
+    total = sum(p.frames for p in parts)
+    (count,) = channels
+    length = audio.WAV_HEADER_BYTES + total * 2 * count if fmt == "wav" else None
+    if fmt == "wav":
+        audio.wav_header(total, rate, count)  # raises now, not mid-stream, if it cannot hold them
+    return VerifiedAudio(fmt, rate, count, total, length, store, data_key, rid, parts, first)

@@ -157,6 +157,37 @@ class CheckpointPublic(BaseModel):
     chain_hash: str
     at: str = Field(description="The exact time string that was signed.")
     signature: str
+    tree_root: str | None = Field(
+        default=None, description="Merkle root of the first seq entries; set: the signature is over the tree head."
+    )
+
+
+class TreeHeadPublic(BaseModel):
+    """A signed tree head: the log's Merkle root and chain head at `size` entries (evidence.audit_log)."""
+
+    size: int
+    root: str
+    chain_hash: str
+    at: str = Field(description="The exact time string that was signed.")
+    signature: str = Field(description="Ed25519 over tree_head_message(size, root, chain_hash, at), hex.")
+
+
+class InclusionProofPublic(BaseModel):
+    """An entry, its place in the tree, and the RFC 9162 path from its leaf to a signed tree head's root."""
+
+    entry: dict[str, Any] = Field(description="The entry's 8 hashed fields, entry_hash and chain_hash.")
+    leaf_index: int
+    tree_size: int
+    path: list[str]
+    tree_head: TreeHeadPublic
+
+
+class ConsistencyProofPublic(BaseModel):
+    """RFC 9162 proof that the tree at `new` extends the tree at `old`, with both signed tree heads."""
+
+    old: TreeHeadPublic
+    new: TreeHeadPublic
+    proof: list[str]
 
 
 class AudioRequest(BaseModel):

@@ -1,23 +1,35 @@
-"""Audit log benchmark: appends per second under concurrent writers, and the
-offline verification rate of a large export next to raw SHA-256 on the same bytes.
+"""Audit log benchmark: appends per second under concurrent writers, and `countersign audit verify`
+of a large export (time and peak memory) next to a bare pass over the same file.
 
     .venv/bin/python -m bench.audit_log                      # 1, 4, 8 threads; 2 processes; 1,000,000 entries
     .venv/bin/python -m bench.audit_log --entries 100000 --seconds 3
+    .venv/bin/python -m bench.audit_log --no-appends --formats v3,v2   # verification only, both formats
 
 Appends go through api.core.audit.record_committed on the embedded default (SQLite
 WAL, synchronous=FULL), each its own committed transaction, as evidence reads
-and denials are written. The export to verify is built with the same hashing
-and signing code the service uses (entry hash, chain, a signed checkpoint every
-1,000 entries), because appending a million entries through the database would
-take far longer than the verification being measured.
+and denials are written. The export to verify is written to a file with the
+service's own line writers (evidence.audit_log.export_*_line: the route uses
+them too) and the same hashing and signing code: entry hash, chain, Merkle tree,
+a signed tree head right after every 1,000th entry, as GET /v1/audit/export
+streams it, because appending a million entries through the database would take
+far longer than the verification being measured. One entry in 1,000 has a
+non-ASCII purpose (the export's escaped form).
+
+Each verification runs the real `countersign audit verify FILE --public-key ...`
+as a child process; its wall time includes the CLI's start-up, and its peak RSS
+comes from wait4 (the child and anything it waited for). The baselines run the
+same way over the same file: `sha256sum`, and a bare Python pass that reads the
+lines and hashes each one (the least any line-by-line verifier in Python does).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import multiprocessing
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,7 +44,33 @@ from api.core.models import AccessLog, utcnow
 from api.core.services import build_services
 from api.core.settings import Settings
 from bench._meta import load_average, revision
-from evidence.audit_log import EXPORT_FORMAT, GENESIS, chain_hash, entry_hash, sign_checkpoint, timestamp, verify_export
+from evidence.audit_log import (
+    EXPORT_FORMATS,
+    GENESIS,
+    chain_hash,
+    entry_hash,
+    export_checkpoint_line,
+    export_entry_line,
+    export_header_line,
+    sign_tree_head,
+    timestamp,
+)
+from evidence.merkle import CompactRange
+
+LAUNCHER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+run = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+seconds = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"seconds": seconds, "rss_kb": rss, "rc": run.returncode, "out": run.stdout}))
+"""
+BARE_PASS = """
+import hashlib, sys
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        hashlib.sha256(line).digest()
+"""
 
 
 def _writer(data_dir: str, seconds: float, counter: list[int], index: int) -> None:
@@ -76,38 +114,83 @@ def process_appends(data_dir: Path, processes: int, seconds: float) -> float:
     return total / (time.monotonic() - start)
 
 
-def build_export(entries: int, every: int = 1000) -> tuple[list[str], bytes]:
+def _v2_entry_line(fields: dict[str, object], leaf: bytes, head: bytes) -> str:
+    """An entry as the v2 export wrote it (fields re-serialised: the verifier must rebuild the canonical form)."""
+    return json.dumps({"type": "entry", **fields, "entry_hash": leaf.hex(), "chain_hash": head.hex()}) + "\n"
+
+
+def build_export(path: Path, entries: int, version: str = "v3", every: int = 1000) -> bytes:
+    """Write an export of `entries` entries to `path`; return the public key that verifies it."""
     key = nacl.signing.SigningKey.generate()
-    lines = [
-        json.dumps(
-            {
-                "type": "header",
-                "format": EXPORT_FORMAT,
-                "service_public_key": bytes(key.verify_key).hex(),
-                "first_seq": 1,
-                "prev_chain_hash": GENESIS.hex(),
-                "complete": True,
-            }
-        )
-    ]
-    checkpoints = []
-    prev = GENESIS
+    fmt = f"countersign-audit-export/{version}"
+    assert fmt in EXPORT_FORMATS and version != "v1"
+    entry_line = export_entry_line if version == "v3" else _v2_entry_line
+    prev, tree = GENESIS, CompactRange()
     at = timestamp(utcnow())
-    for seq in range(1, entries + 1):
-        fields = {"seq": seq, "at": at, "actor": f"user:{seq % 97:08d}", "action": "api:evidence:read",
-                  "target": f"recording:{seq:036d}", "outcome": "allowed", "purpose": "complaint review",
-                  "detail": {"format": "flac"}}  # fmt: skip
-        leaf = entry_hash(fields)
-        prev = chain_hash(prev, leaf)
-        lines.append(json.dumps({"type": "entry", **fields, "entry_hash": leaf.hex(), "chain_hash": prev.hex()}))
-        if seq % every == 0 or seq == entries:
-            signature = sign_checkpoint(key, seq, prev, at)
-            checkpoints.append(
-                json.dumps(
-                    {"type": "checkpoint", "seq": seq, "chain_hash": prev.hex(), "at": at, "signature": signature.hex()}
-                )
-            )
-    return lines + checkpoints, bytes(key.verify_key)
+    with path.open("w", encoding="ascii") as out:
+        out.write(export_header_line(bytes(key.verify_key), 1, GENESIS, complete=True, tree_prefix=[], fmt=fmt))
+        for seq in range(1, entries + 1):
+            purpose = "complaint review" if seq % 1000 != 500 else "苦情の確認"  # one in 1,000: non-ASCII
+            fields = {"seq": seq, "at": at, "actor": f"user:{seq % 97:08d}", "action": "api:evidence:read",
+                      "target": f"recording:{seq:036d}", "outcome": "allowed", "purpose": purpose,
+                      "detail": {"format": "flac"}}  # fmt: skip
+            leaf = entry_hash(fields)
+            prev = chain_hash(prev, leaf)
+            tree.append(leaf)
+            out.write(entry_line(fields, leaf, prev))
+            if seq % every == 0 or seq == entries:
+                root = tree.root()
+                signature = sign_tree_head(key, seq, root, prev, at)
+                out.write(export_checkpoint_line(seq, prev, at, signature, root))
+    return bytes(key.verify_key)
+
+
+def measure(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and output of one child process.
+
+    Started from a small launcher: a child's peak RSS starts at its parent's size when
+    it forks, and this process holds far more than the verifier's few megabytes.
+    """
+    reply = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, check=False)
+    try:
+        result = json.loads(reply.stdout)
+    except ValueError:
+        raise SystemExit(f"launcher failed: {reply.stdout}{reply.stderr}") from None
+    if result["rc"]:
+        raise SystemExit(f"{command[0]} failed ({result['rc']}): {result['out']}")
+    return result["seconds"], result["rss_kb"] / 1024, result["out"].strip()
+
+
+def countersign() -> str:
+    beside = Path(sys.executable).with_name("countersign")
+    return str(beside) if beside.exists() else shutil.which("countersign") or "countersign"
+
+
+def verification(entries: int, versions: list[str], runs: int) -> None:
+    print(f"\nverification of an exported log of {entries:,} entries (best of {runs}; load {load_average()})")
+    with tempfile.TemporaryDirectory(prefix="countersign-bench-verify-") as tmp:
+        for version in versions:
+            path = Path(tmp) / f"audit-{version}.jsonl"
+            start = time.perf_counter()
+            key = build_export(path, entries, version)
+            size = path.stat().st_size
+            print(f"\n  {version}: built in {time.perf_counter() - start:.1f} s ({size / 1e6:.0f} MB, "
+                  f"{-(-entries // 1000)} tree heads)")  # fmt: skip
+            rows = [
+                ("countersign audit verify", [countersign(), "audit", "verify", str(path), "--public-key", key.hex()]),
+                ("bare pass: read + SHA-256", [sys.executable, "-c", BARE_PASS, str(path)]),
+                ("sha256sum of the file", ["sha256sum", str(path)]),
+            ]
+            results = {name: min(measure(cmd) for _ in range(runs)) for name, cmd in rows}
+            verify_s, _, said = results[rows[0][0]]
+            assert said.startswith("OK:"), said
+            print(f"  {said}")
+            print(f"  {'':28}{'seconds':>9}{'entries/s':>12}{'MB/s':>8}{'peak RSS':>11}{'verify is':>11}")
+            for name, (seconds, rss, _) in results.items():
+                print(f"  {name:28}{seconds:>9.2f}{entries / seconds:>12,.0f}{size / 1e6 / seconds:>8.0f}"
+                      f"{rss:>8.0f} MB{verify_s / seconds:>10.1f}x")  # fmt: skip
+            print(f"  (peak RSS floor of the launcher: `true` {measure(['true'])[1]:.0f} MB)")
+            path.unlink()
 
 
 def main() -> None:
@@ -115,51 +198,29 @@ def main() -> None:
     parser.add_argument("--threads", default="1,4,8", help="concurrent writer threads to try (default 1,4,8)")
     parser.add_argument("--processes", type=int, default=2, help="writer processes sharing the database (default 2)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per append measurement (default 5)")
+    parser.add_argument("--no-appends", action="store_true", help="skip the append measurements")
     parser.add_argument("--entries", type=int, default=1_000_000, help="entries in the export to verify (default 1e6)")
+    parser.add_argument("--formats", default="v3", help="export formats to verify, e.g. v3,v2 (default v3)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each verification; the best is shown")
     args = parser.parse_args()
     print(f"audit log benchmark — {revision()}; load average {load_average()}")
 
-    with tempfile.TemporaryDirectory(prefix="countersign-bench-audit-") as tmp:
-        data = Path(tmp) / "data"
-        init_data_dir(Settings(data_dir=data, env="development"))
-        print("\nappends (each its own committed transaction, SQLite WAL, synchronous=FULL)")
-        print(f"{'writers':>14}  {'appends/s':>10}")
-        for threads in (int(t) for t in args.threads.split(",")):
-            print(f"{threads:>6} threads  {appends(data, threads, args.seconds):>10.0f}")
-        if args.processes > 1:
-            print(f"{args.processes:>4} processes  {process_appends(data, args.processes, args.seconds):>10.0f}")
-        services = build_services(Settings(data_dir=data, env="development"))
-        with services.sessions() as session:
-            total = session.scalar(select(func.count()).select_from(AccessLog)) or 0
-        print(f"  ({total} entries written; one linear chain, gap-free sequence numbers)")
+    if not args.no_appends:
+        with tempfile.TemporaryDirectory(prefix="countersign-bench-audit-") as tmp:
+            data = Path(tmp) / "data"
+            init_data_dir(Settings(data_dir=data, env="development"))
+            print("\nappends (each its own committed transaction, SQLite WAL, synchronous=FULL)")
+            print(f"{'writers':>14}  {'appends/s':>10}")
+            for threads in (int(t) for t in args.threads.split(",")):
+                print(f"{threads:>6} threads  {appends(data, threads, args.seconds):>10.0f}")
+            if args.processes > 1:
+                print(f"{args.processes:>4} processes  {process_appends(data, args.processes, args.seconds):>10.0f}")
+            services = build_services(Settings(data_dir=data, env="development"))
+            with services.sessions() as session:
+                total = session.scalar(select(func.count()).select_from(AccessLog)) or 0
+            print(f"  ({total} entries written; one linear chain, gap-free sequence numbers)")
 
-    print(f"\nverification of an exported log of {args.entries:,} entries")
-    start = time.perf_counter()
-    lines, public_key = build_export(args.entries)
-    built = time.perf_counter() - start
-    size = sum(len(line) + 1 for line in lines)
-    print(f"  built in {built:.1f} s ({size / 1e6:.0f} MB, {args.entries // 1000} checkpoints)")
-
-    start = time.perf_counter()
-    report = verify_export(lines, public_key)
-    verify_s = time.perf_counter() - start
-    assert report.ok, report.problems
-    start = time.perf_counter()
-    for line in lines:
-        hashlib.sha256(line.encode()).digest()
-    sha_lines_s = time.perf_counter() - start
-    blob = "\n".join(lines).encode()
-    start = time.perf_counter()
-    hashlib.sha256(blob).digest()
-    sha_bulk_s = time.perf_counter() - start
-    print(f"{'':28}{'entries/s':>12}{'MB/s':>10}{'vs verify':>11}")
-    print(f"{'countersign audit verify':28}{args.entries / verify_s:>12,.0f}{size / 1e6 / verify_s:>10.1f}{1:>10.1f}x")
-    print(f"{'raw SHA-256, line by line':28}{args.entries / sha_lines_s:>12,.0f}{size / 1e6 / sha_lines_s:>10.1f}"
-          f"{verify_s / sha_lines_s:>10.1f}x")  # fmt: skip
-    print(f"{'raw SHA-256, one pass':28}{args.entries / sha_bulk_s:>12,.0f}{size / 1e6 / sha_bulk_s:>10.1f}"
-          f"{verify_s / sha_bulk_s:>10.1f}x")  # fmt: skip
-    print("  verify parses JSON, re-serialises canonically and hashes twice per entry, and checks every signature;")
-    print("  the ratio says how much of that is hashing.")
+    verification(args.entries, args.formats.split(","), args.runs)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from client import export
 from client.admin import DEFAULT_SERVER, Server, Token
+from client.download import (
+    AudioMismatch,
+    audio_problem,
+    fetch_to,
+    move_into_place,
+    part_file,
+    refuse_existing,
+    usage_error,
+)
+from client.errors import fail
 from client.http import ApiClient
 from client.output import echo, echo_audit, echo_json, when
 from client.tls import add_tls_options
@@ -46,39 +55,19 @@ def show(recording_id: str, server: Server = DEFAULT_SERVER, token: Token = None
     echo_json(ApiClient(server, token).json("GET", f"/v1/evidence/{recording_id}"))
 
 
-def _usage_error(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
-
-
 def _audio_format(output: Path, given: str | None) -> str:
     """The format to ask for: --format if given (it must agree with a .flac/.wav name), else the name's."""
     named = AUDIO_SUFFIXES.get(output.suffix.lower())
     if given is None:
         return named or "flac"
     if given not in ("flac", "wav"):
-        raise _usage_error("--format must be flac or wav")
+        raise usage_error("--format must be flac or wav")
     if named is not None and named != given:
-        raise _usage_error(
+        raise usage_error(
             f"--format {given} does not match {output.name} (a {named.upper()} file name); "
             f"drop --format or name the file .{given}"
         )
     return given
-
-
-def _move_into_place(part: Path, output: Path, force: bool) -> None:
-    """Give the finished download its name; without --force never replace a file, even one made meanwhile."""
-    if force:
-        os.replace(part, output)
-        return
-    try:
-        os.link(part, output)  # atomic, and fails if the name exists
-    except FileExistsError:
-        raise _usage_error(f"{output} exists; pass --force to replace it") from None
-    except OSError:  # a file system without hard links
-        if output.exists():
-            raise _usage_error(f"{output} exists; pass --force to replace it") from None
-        os.replace(part, output)
 
 
 @app.command()
@@ -96,36 +85,21 @@ def get(
     """Verify, decrypt and download a recording's audio.
 
     The audio is written to a temporary file next to the output and renamed only once the
-    whole response has arrived, so a failed transfer never leaves a plausible audio file.
+    whole response has arrived and its sizes match what the service announced, so a failed
+    transfer (or a read the service cut off because a segment failed a check mid-stream)
+    never leaves a plausible audio file.
     """
     fmt = _audio_format(output, format)
-    if output.exists() and not force:
-        raise _usage_error(f"{output} exists; pass --force to replace it")
+    refuse_existing(output, force)
     client = ApiClient(server, token)
-    try:  # before the request: a read the officer cannot save is a read logged for nothing
-        fd, part_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
-    except OSError as exc:
-        raise _usage_error(f"cannot write to {output.parent}: {exc}") from exc
-    part = Path(part_name)
-    try:
-        params = {"purpose": purpose, "format": fmt}
-        with os.fdopen(fd, "wb") as f, client.stream("POST", f"/v1/evidence/{recording_id}/audio", json=params) as r:
-            size = 0
-            for chunk in r.iter_bytes():
-                f.write(chunk)
-                size += len(chunk)
-            expected = r.headers.get("content-length")
-            if expected is not None and int(expected) != size:
-                raise _usage_error(f"the transfer stopped after {size} of {expected} bytes; nothing was written")
-            f.flush()
-            os.fsync(f.fileno())
-            entry = r.headers.get("x-countersign-access-log")
-        try:
-            _move_into_place(part, output, force)
-        except OSError as exc:
-            raise _usage_error(f"cannot write {output}: {exc}") from exc
-    finally:
-        part.unlink(missing_ok=True)
+    with part_file(output) as part:
+        body = {"purpose": purpose, "format": fmt}
+        size, headers = fetch_to(client, part, "POST", f"/v1/evidence/{recording_id}/audio", json=body)
+        problem = audio_problem(part, fmt, headers.get("x-countersign-frames"))
+        if problem is not None:
+            raise fail(AudioMismatch(f"{problem}; nothing was written"))
+        move_into_place(part, output, force)
+    entry = headers.get("x-countersign-access-log")
     echo(f"wrote {output} ({fmt.upper()}, {size} bytes; access log entry {entry})")
 
 
@@ -225,4 +199,5 @@ def tombstone(recording_id: str, server: Server = DEFAULT_SERVER, token: Token =
     echo_json(ApiClient(server, token).json("GET", f"/v1/evidence/{recording_id}/tombstone"))
 
 
+app.command("export")(export.export)
 add_tls_options(app)  # --ca-file and --pin on every command above with --server: keep last

@@ -25,6 +25,8 @@ class Action(StrEnum):
     EVIDENCE_READ = "api:evidence:read"
     EVIDENCE_INTEGRITY = "api:evidence:integrity"
     EVIDENCE_CUSTODY = "api:evidence:custody"
+    EVIDENCE_EXPORT = "api:evidence:export"  # an officer asked for a bundle (logged before anything is read)
+    EVIDENCE_EXPORTED = "api:evidence:exported"  # the bundle that left: SHA-256 of its signed SHA256SUMS
     RECORDING_FLAG = "api:recording:flag"
     RECORDING_EXTEND = "api:recording:extend"
     RECORDING_DELETE = "api:recording:delete"  # an early deletion carried out (or refused)

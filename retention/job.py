@@ -26,6 +26,7 @@ from sqlalchemy import Select, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from api.core.audit import record_committed
+from api.core.metrics import record_purge_run
 from api.core.models import Recording, utcnow
 from api.core.services import Services
 from evidence.audit_actions import Action
@@ -226,6 +227,7 @@ def run(
         summary.kept_by_policy += _count_not_due(session, now)
     if not dry_run:
         _checkpoint_wal(services)
+        record_purge_run(len(summary.purged), len(summary.kept_by_hold), len(summary.errors))  # /metrics
         if audit:
             record_committed(
                 services.sessions,

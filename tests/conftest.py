@@ -96,6 +96,14 @@ def world(client: TestClient, initialised: InitResult) -> World:
     return build_world(client, initialised.admin_token)
 
 
+@pytest.fixture(scope="session")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv holding PyNaCl alone, for verify.py as a recipient runs it (tests/support/verifier.py)."""
+    from tests.support.verifier import make_bare_python
+
+    return make_bare_python(tmp_path_factory.mktemp("verify-venv") / "venv")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -97,6 +97,12 @@ def test_dockerfile_builds_what_compose_runs() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["countersign"]' in dockerfile
     assert "libsndfile1" in dockerfile  # soundfile (FLAC -> WAV on retrieval) links against it
+    # Whatever a bare-metal server installs, the image installs too (the bundle report's font, for one).
+    script = (REPO / "scripts" / "install-system-deps.sh").read_text()
+    server = re.search(r"^\s*server\) packages=\(([^)]*)\)", script, re.M)
+    assert server is not None
+    for package in server.group(1).split():
+        assert package in dockerfile, f"the image lacks {package}, which a server needs"
     assert "libportaudio2" not in dockerfile, "the server image runs no recorder: no PortAudio"
     assert re.search(r"pip install [^\n]*\.\[server", dockerfile), "the image installs the server extra"
     copied = set(re.findall(r"^COPY (\w+) ", dockerfile, re.M))

@@ -52,6 +52,7 @@ SERVER_ONLY: tuple[str, ...] = (
     "psycopg",
     "uvicorn",
     "pydantic_settings",
+    "prometheus_client",
 )
 
 

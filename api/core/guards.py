@@ -1,4 +1,4 @@
-"""Database guards: the audit log and its checkpoints reject UPDATE and DELETE.
+"""Database guards: the audit log, its checkpoints and its Merkle tree's nodes reject UPDATE and DELETE.
 
 They bind the application's own connection too, so a bug or a careless admin
 with a SQL shell cannot rewrite history; only someone who drops the trigger
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-APPEND_ONLY_TABLES = ("access_log", "audit_checkpoints")
+# A migration names the tables that exist at its revision (0001: the first two; 0006 adds audit_nodes).
+APPEND_ONLY_TABLES = ("access_log", "audit_checkpoints", "audit_nodes")
 
 
 def _sqlite(table: str) -> list[str]:
@@ -40,15 +41,15 @@ def _postgresql(table: str) -> list[str]:
     ]
 
 
-def install_guards(connection: Connection) -> None:
+def install_guards(connection: Connection, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> None:
     dialect = connection.dialect.name
     statements: list[str] = []
     if dialect == "postgresql":
         statements.append(_PG_FUNCTION)
-        for table in APPEND_ONLY_TABLES:
+        for table in tables:
             statements += _postgresql(table)
     elif dialect == "sqlite":
-        for table in APPEND_ONLY_TABLES:
+        for table in tables:
             statements += _sqlite(table)
     else:
         raise RuntimeError(f"no append-only guard for database {dialect!r}")

@@ -124,7 +124,7 @@ class EvidenceKey(Base):
 class Recording(Base):
     __tablename__ = "recordings"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))  # ix_recordings_device_activity below
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
     started_at: Mapped[datetime] = mapped_column(index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)  # open | complete | interrupted | objected
@@ -213,6 +213,8 @@ class AuditHead(Base):
     chain_hash: Mapped[bytes]
     checkpoint_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     checkpoint_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Leaves [0, nodes_filled) have every perfect Merkle subtree above them in audit_nodes.
+    nodes_filled: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class AuditCheckpoint(Base):
@@ -222,7 +224,21 @@ class AuditCheckpoint(Base):
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     chain_hash: Mapped[bytes]
     at: Mapped[datetime]
-    signature: Mapped[bytes]
+    signature: Mapped[bytes]  # over the tree head (v2) when tree_root is set, else over the v1 checkpoint
+    tree_root: Mapped[bytes | None]  # the Merkle root of the first seq entries (None: signed before the tree)
+
+
+class AuditNode(Base):
+    """A perfect subtree of the audit log's Merkle tree (api.core.audit_tree): level >= 1.
+
+    Node (level, index) covers leaves [index * 2**level, (index + 1) * 2**level); the
+    leaves themselves are access_log.entry_hash (leaf index = seq - 1) and are not copied.
+    """
+
+    __tablename__ = "audit_nodes"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes]
 
 
 # The purge sweep: "purge_state IS NULL AND retain_until <= now" and "purge_state = 'shredding'"
@@ -245,3 +261,7 @@ Index(
 # this partial index, which holds open recordings alone (a handful per device), never its history.
 _open = Recording.status == "open"
 Index("ix_recordings_device_open", Recording.device_id, postgresql_where=_open, sqlite_where=_open)
+
+# A device's recordings, and its last contact (/metrics, api.core.metrics): max(last_activity_at)
+# for one device is a single probe of this index. It also serves every lookup by device_id.
+Index("ix_recordings_device_activity", Recording.device_id, Recording.last_activity_at)

@@ -27,7 +27,8 @@ def looks_like_placeholder(value: str) -> bool:
 
 
 ENV_PREFIX = "COUNTERSIGN_"
-_SECRET_FIELDS = frozenset({"key_passphrase", "database_url"})  # never echoed back (a URL may hold a password)
+# Never echoed back (a URL may hold a password).
+_SECRET_FIELDS = frozenset({"key_passphrase", "database_url", "metrics_token"})
 
 
 class SettingsError(ValueError):
@@ -59,6 +60,18 @@ class Settings(BaseSettings):
     max_open_recordings: int = 4  # COUNTERSIGN_MAX_OPEN_RECORDINGS: per device (status open), then 429
     device_bytes_per_day: int = 4 * 1024**3  # COUNTERSIGN_DEVICE_BYTES_PER_DAY: per device and UTC day, then 429
     max_header_bytes: int = 16 * 1024  # COUNTERSIGN_MAX_HEADER_BYTES: a recording's signed header JSON, then 413
+    # COUNTERSIGN_METRICS_TOKEN: GET /metrics needs "Authorization: Bearer <this>" (at least 24 characters);
+    # unset: /metrics answers loopback clients only (README "Metrics").
+    metrics_token: SecretStr | None = None
+    # COUNTERSIGN_TSA_URL: an RFC 3161 time-stamp authority; each evidence bundle then carries its time-stamp of
+    # SHA-256(SHA256SUMS) as SHA256SUMS.tsr. Unset: bundles have no time-stamp (they are still signed).
+    tsa_url: str | None = None
+    # COUNTERSIGN_REPORT_FONT: the TrueType font the custody report embeds for Japanese; unset: IPA Gothic from
+    # the Debian package fonts-ipafont-gothic (api.bundle.report reads the variable itself too).
+    report_font: Path | None = None
+    # COUNTERSIGN_SERVICE_KEY_PUBLISHED_AT: where the organisation publishes the service key's fingerprint
+    # (a web page, a gazette notice); every evidence bundle names it so a recipient knows where to compare.
+    service_key_published_at: str | None = None
 
     @property
     def development(self) -> bool:

@@ -8,23 +8,26 @@ early takes two officers or a grace period: retention/routes/deletions.py.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 
 from api.core.audit import record_committed, record_event
 from api.core.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
 from api.core.models import Recording, iso, utcnow
 from api.core.responses import AUTHED, BODY, INPUT, answers, json_refusals
-from api.retrieval import read_audio, segments_of
+from api.core.services import Services
+from api.retrieval import prepare_audio, segments_of
 from api.schemas import AudioRequest, RecordingDetail, RecordingPublic, SegmentPublic
 from api.search import evidence_search
 from evidence import audio
 from evidence.audit_actions import Action
-from evidence.errors import IntegrityError
+from evidence.errors import EvidenceError, IntegrityError
 from retention.decide import HoldFacts, covering_holds
 from retention.lifecycle import flag_incident, shown_status
 from retention.models import Tombstone
@@ -32,6 +35,7 @@ from retention.routes.deletions import tombstone_public
 from retention.schemas import ExtendBody, FlagBody, RetentionChange, TombstonePublic
 from retention.store import active_holds, facts_of, refresh_retention
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 GONE = answers({404: "No such recording (or not in your sites).", 410: "The recording was deleted; see its tombstone."})
 
@@ -101,11 +105,49 @@ def show_evidence(
     )
 
 
+class ReleaseAborted(Exception):
+    """A streamed read failed a check after its first byte: the server must cut the response off."""
+
+
+def _released(chunks: Iterator[bytes], services: Services, actor: str, target: str, seq: int) -> Iterator[bytes]:
+    """The stream, audited if a segment fails its checks after the response started.
+
+    The request's session is closed by then: the failure is written in a session of its own.
+    Raising makes the server abort the response (uvicorn closes the connection without the
+    last chunk, or short of Content-Length), which every HTTP client reports as incomplete.
+    """
+    try:
+        yield from chunks
+    except EvidenceError as exc:
+        try:
+            with services.sessions() as session:
+                record_event(
+                    session,
+                    actor=actor,
+                    action=Action.EVIDENCE_INTEGRITY,
+                    target=target,
+                    outcome="failed",
+                    detail={"error": str(exc), "read": seq, "streamed": True},
+                )
+                session.commit()
+        except Exception:
+            log.exception("the integrity failure of read %s could not be logged", seq)
+        # Not the EvidenceError itself: its handler would try to answer 409 on a started response.
+        raise ReleaseAborted(f"read {seq} aborted mid-stream: {exc}") from exc
+
+
 @router.post(
     "/{recording_id}/audio",
-    response_class=Response,
+    response_class=StreamingResponse,
     responses=answers(
-        {200: {"description": "The verified audio.", "content": {"audio/flac": {}, "audio/wav": {}}}},
+        {
+            200: {
+                "description": "The verified audio, streamed. Everything checkable before decryption was checked "
+                "before the first byte; a segment failing its decryption or plaintext check later ends the "
+                "response incomplete (short of Content-Length for WAV, without the last chunk for FLAC).",
+                "content": {"audio/flac": {}, "audio/wav": {}},
+            }
+        },
         json_refusals(
             answers(
                 AUTHED,
@@ -127,7 +169,7 @@ def get_audio(
     officer: OfficerDep,
     session: SessionDep,
     services: ServicesDep,
-) -> Response:
+) -> StreamingResponse:
     """Read a recording's audio, verified, for a stated purpose (logged before the first byte).
 
     A POST with the purpose in the body: a purpose in a URL would end up in proxy and server logs.
@@ -151,7 +193,7 @@ def get_audio(
         session.rollback()
         raise HTTPException(503, "the access log cannot be written, so evidence cannot be read") from exc
     try:
-        data, frames = read_audio(session, services.store, services.keys, recording, format)
+        verified = prepare_audio(session, services.store, services.keys, recording, format)
     except IntegrityError as exc:
         session.rollback()
         record_event(
@@ -164,14 +206,20 @@ def get_audio(
         )
         session.commit()
         raise
-    return Response(
-        content=data,
+    # The stream needs nothing from the database: give the connection back now rather than when
+    # the dependency closes the session, after the last byte (FastAPI's yield dependencies end then).
+    session.close()
+    headers = {
+        "Content-Disposition": f'attachment; filename="{recording_id}.{format}"',
+        "X-Countersign-Access-Log": str(seq),
+        "X-Countersign-Frames": str(verified.frames),
+    }
+    if verified.length is not None:
+        headers["Content-Length"] = str(verified.length)
+    return StreamingResponse(
+        _released(verified.chunks(), services, officer.actor, target, seq),
         media_type=audio.media_type(format),
-        headers={
-            "Content-Disposition": f'attachment; filename="{recording.id}.{format}"',
-            "X-Countersign-Access-Log": str(seq),
-            "X-Countersign-Frames": str(frames),
-        },
+        headers=headers,
     )
 
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DatabaseError
 
 from api.bootstrap import InitResult
-from api.core.audit import record_committed
-from api.core.models import AccessLog, AuditCheckpoint, AuditHead
+from api.core.audit import checkpoint_now, record_committed
+from api.core.guards import APPEND_ONLY_TABLES
+from api.core.models import AccessLog, AuditCheckpoint, AuditHead, AuditNode
 from api.core.settings import Settings
 from evidence.audit_log import GENESIS, VerifyReport, chain_hash, entry_hash, verify_export
 from tests.conftest import World, bearer, countersign
@@ -75,7 +77,7 @@ def attacker_sql(client: TestClient, *statements: str) -> None:
         postgres = conn.dialect.name == "postgresql"
         if postgres:
             conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
-        for table in ("access_log", "audit_checkpoints"):
+        for table in APPEND_ONLY_TABLES:
             if postgres:
                 conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
                 continue
@@ -108,18 +110,21 @@ def test_range_export_verifies(client: TestClient, world: World, initialised: In
     assert report.first_seq == 8 and report.last_seq is not None and report.last_seq >= 12
 
 
-@pytest.mark.parametrize("table", ["access_log", "audit_checkpoints"])
+@pytest.mark.parametrize("table", APPEND_ONLY_TABLES)
 def test_database_guard_rejects_update_and_delete(client: TestClient, world: World, table: str) -> None:
     activity(client, world, 1)
-    model = AccessLog if table == "access_log" else AuditCheckpoint
+    model = {"access_log": AccessLog, "audit_checkpoints": AuditCheckpoint, "audit_nodes": AuditNode}[table]
     with services(client).sessions() as session:
+        checkpoint_now(session)  # a signed tree head: nodes exist
+        session.commit()
+        key = sa_inspect(model).primary_key[0]
         with pytest.raises(DatabaseError, match="append-only"):
-            session.execute(update(model).values(seq=model.seq))
+            session.execute(update(model).values({key.name: key}))
         session.rollback()
         with pytest.raises(DatabaseError, match="append-only"):
             session.execute(delete(model))
         session.rollback()
-        assert session.scalar(select(model.seq).order_by(model.seq.desc()).limit(1))
+        assert session.scalar(select(func.count()).select_from(model))
 
 
 def test_edited_field_is_located(client: TestClient, world: World, initialised: InitResult) -> None:

@@ -1,4 +1,4 @@
-"""The service end to end on the S3 store (moto on loopback, a fresh object-lock bucket per test).
+"""The service end to end on the S3 store: moto and SeaweedFS on loopback, a fresh object-lock bucket per test.
 
 The ``settings`` fixture here overrides conftest's, so conftest's ``client`` and ``world`` run
 the real app against S3, with credentials found by boto3's usual chain.
@@ -22,22 +22,34 @@ from tests.support.retention_support import assert_intact
 from tests.support.world import delete_early
 
 if TYPE_CHECKING:
-    from tests.support.s3_server import MotoS3
+    from tests.support.s3_server import S3Server
 
 pytest_plugins = ["tests.support.s3_server"]
 
 PREFIX = "countersign"
 
 
+@pytest.fixture(params=["moto_s3", "seaweed_s3"], ids=["moto", "seaweedfs"])
+def s3_server(request: pytest.FixtureRequest, aws_env: None) -> S3Server:
+    """Each S3 server in turn: moto, and SeaweedFS (strict where moto is lenient, as AWS is)."""
+    server: S3Server = request.getfixturevalue(request.param)
+    return server
+
+
 @pytest.fixture
-def settings(tmp_path: Path, moto_s3: MotoS3, s3_bucket: str) -> Settings:
+def s3_bucket(s3_server: S3Server) -> str:
+    return s3_server.create_locked_bucket()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Settings:
     return Settings(
         data_dir=tmp_path / "server",
         env="development",
         store="s3",
-        s3_endpoint_url=moto_s3.endpoint_url,
+        s3_endpoint_url=s3_server.endpoint_url,
         s3_bucket=s3_bucket,
-        s3_region=moto_s3.region,
+        s3_region=s3_server.region,
         s3_prefix=PREFIX,
     )
 
@@ -58,18 +70,18 @@ def _upload(client: TestClient, world: World, segments: int) -> Any:
     return rec
 
 
-def _versions(moto_s3: MotoS3, settings: Settings, rid: str) -> list[str]:
+def _versions(s3_server: S3Server, settings: Settings, rid: str) -> list[str]:
     prefix = f"{PREFIX}/recordings/{rid}/"
-    reply = moto_s3.client().list_object_versions(Bucket=settings.s3_bucket, Prefix=prefix)
+    reply = s3_server.client().list_object_versions(Bucket=settings.s3_bucket, Prefix=prefix)
     return [v["Key"] for v in reply.get("Versions", []) + reply.get("DeleteMarkers", [])]
 
 
 def test_upload_and_audited_read_through_s3(
-    client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
+    client: TestClient, world: World, settings: Settings, s3_server: S3Server
 ) -> None:
     assert isinstance(_services(client).store, S3Store)
     rec = _upload(client, world, 3)
-    listed = moto_s3.client().list_objects_v2(Bucket=settings.s3_bucket)
+    listed = s3_server.client().list_objects_v2(Bucket=settings.s3_bucket)
     assert sorted(o["Key"] for o in listed["Contents"]) == [f"{PREFIX}/{segment_key(str(rec.id), i)}" for i in range(3)]
     assert not (settings.data_dir / "objects").exists() or not any((settings.data_dir / "objects").iterdir())
 
@@ -82,17 +94,17 @@ def test_upload_and_audited_read_through_s3(
 
 
 def test_early_deletion_leaves_no_version_behind(
-    client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
+    client: TestClient, world: World, settings: Settings, s3_server: S3Server
 ) -> None:
     rec = _upload(client, world, 2)
     reply = delete_early(client, world, rec.id, "recorded by mistake at the wrong counter")
     assert reply.status_code == 200, reply.text
     assert reply.json()["state"] == "purged"
-    assert _versions(moto_s3, settings, str(rec.id)) == []  # no versions, no delete markers
+    assert _versions(s3_server, settings, str(rec.id)) == []  # no versions, no delete markers
 
 
 def test_a_store_level_hold_stops_a_purge_before_shredding(
-    client: TestClient, world: World, settings: Settings, moto_s3: MotoS3
+    client: TestClient, world: World, settings: Settings, s3_server: S3Server
 ) -> None:
     """Even if the database said "delete", object lock keeps a held segment, so the keys are kept too."""
     rec = _upload(client, world, 2)
@@ -101,15 +113,36 @@ def test_a_store_level_hold_stops_a_purge_before_shredding(
     reply = delete_early(client, world, rec.id, "recorded by mistake at the wrong counter")
     assert reply.status_code == 409, reply.text
     assert f"the object store holds {held}" in reply.json()["detail"]
-    assert f"{PREFIX}/{held}" in _versions(moto_s3, settings, str(rec.id))
+    assert f"{PREFIX}/{held}" in _versions(s3_server, settings, str(rec.id))
     assert _services(client).store.legal_hold(held)
     assert_intact(_services(client), str(rec.id), 2)  # not shredded: the audio it keeps stays readable
 
 
+def test_placing_reading_and_releasing_a_hold_through_the_api(client: TestClient, world: World) -> None:
+    """On SeaweedFS a version that never had a hold answers NoSuchObjectLegalHold (as AWS documents):
+    that is "not held", not a failure (it was a 503 when placing the hold). moto answers OFF."""
+    rec = _upload(client, world, 2)
+    keys = [segment_key(str(rec.id), i) for i in range(2)]
+    store = _services(client).store
+    assert [store.legal_hold(k) for k in keys] == [False, False]
+    body = {"case_ref": "2026-LIT-031", "reason": "preserve for the litigation", "recordings": [str(rec.id)]}
+    placed = client.post("/v1/holds", json=body, headers=bearer(world.officer))
+    assert placed.status_code == 201, placed.text
+    assert [store.legal_hold(k) for k in keys] == [True, True]
+    shown = client.get(f"/v1/holds/{placed.json()['id']}", headers=bearer(world.officer))
+    assert shown.status_code == 200 and shown.json()["active"]
+    url = f"/v1/holds/{placed.json()['id']}/release"
+    released = client.post(url, json={"reason": "case settled in 2026"}, headers=bearer(world.officer))
+    assert released.status_code == 200, released.text
+    assert [store.legal_hold(k) for k in keys] == [False, False]
+    reply = delete_early(client, world, rec.id, "recorded by mistake at the wrong counter")
+    assert reply.status_code == 200 and reply.json()["state"] == "purged", reply.text
+
+
 @pytest.mark.usefixtures("initialised")
-def test_service_refuses_a_bucket_without_object_lock(settings: Settings, moto_s3: MotoS3) -> None:
+def test_service_refuses_a_bucket_without_object_lock(settings: Settings, s3_server: S3Server) -> None:
     plain = "cs-test-no-lock"
-    moto_s3.client().create_bucket(Bucket=plain)
+    s3_server.client().create_bucket(Bucket=plain)
     with pytest.raises(BucketNotUsable, match="does not have object lock enabled"):
         create_app(settings.model_copy(update={"s3_bucket": plain}))
     with pytest.raises(BucketNotUsable, match="does not exist"):

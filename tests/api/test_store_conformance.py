@@ -1,4 +1,6 @@
-"""One behaviour for every blob store: the filesystem store, and S3 (moto on loopback, object-lock bucket).
+"""One behaviour for every blob store: the filesystem store, and S3 on two servers, each on loopback
+with an object-lock bucket: moto (S3 reimplemented in Python) and SeaweedFS (a real server, which
+answers some calls as AWS does and moto does not: NoSuchObjectLegalHold for a version never held).
 
 The parametrized suite is the contract (api/core/storage/interface.py). The S3-only tests at the end
 pin what cannot be seen through the interface: the request carries Content-MD5 and a SHA-256
@@ -30,7 +32,7 @@ from api.core.storage.interface import segment_key
 from api.core.storage.s3 import S3Store, UploadCorrupted
 
 if TYPE_CHECKING:
-    from tests.support.s3_server import MotoS3
+    from tests.support.s3_server import S3Server
 
 pytest_plugins = ["tests.support.s3_server"]
 
@@ -78,18 +80,29 @@ def _break_s3_put(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     store.client.meta.events.register("before-send.s3.PutObject", corrupt)  # this client only
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+SERVERS = {"s3": "moto_s3", "moto": "moto_s3", "seaweedfs": "seaweed_s3"}  # parameter -> that server's fixture
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def s3_server(request: pytest.FixtureRequest, aws_env: None) -> S3Server:
+    """Each S3 server in turn, with the fake credentials in boto3's chain (aws_env)."""
+    server: S3Server = request.getfixturevalue(SERVERS[request.param])
+    return server
+
+
+@pytest.fixture(params=["filesystem", "s3", "seaweedfs"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "filesystem":
         root = tmp_path / "objects"
         return Backend("filesystem", lambda page_size=1000: FilesystemStore(root), _break_filesystem_put)
-    moto: MotoS3 = request.getfixturevalue("moto_s3")
-    bucket: str = request.getfixturevalue("s3_bucket")  # credentials come from boto3's chain (aws_env)
+    request.getfixturevalue("aws_env")  # credentials come from boto3's chain
+    server: S3Server = request.getfixturevalue(SERVERS[request.param])
+    bucket = server.create_locked_bucket()
 
     def make(page_size: int = 1000) -> BlobStore:
-        return S3Store(bucket, endpoint_url=moto.endpoint_url, region=moto.region, page_size=page_size)
+        return S3Store(bucket, endpoint_url=server.endpoint_url, region=server.region, page_size=page_size)
 
-    return Backend("s3", make, _break_s3_put)
+    return Backend(request.param, make, _break_s3_put)
 
 
 @pytest.fixture
@@ -265,12 +278,12 @@ def test_interrupted_upload_leaves_old_version_or_nothing(
 
 
 @pytest.fixture
-def s3(moto_s3: MotoS3, s3_bucket: str) -> S3Store:
-    return S3Store(s3_bucket, endpoint_url=moto_s3.endpoint_url, region=moto_s3.region)
+def s3(s3_server: S3Server) -> S3Store:
+    return S3Store(s3_server.create_locked_bucket(), endpoint_url=s3_server.endpoint_url, region=s3_server.region)
 
 
-def _versions(moto_s3: MotoS3, bucket: str, key: str) -> tuple[list[str], list[str]]:
-    reply = moto_s3.client().list_object_versions(Bucket=bucket, Prefix=key)
+def _versions(server: S3Server, bucket: str, key: str) -> tuple[list[str], list[str]]:
+    reply = server.client().list_object_versions(Bucket=bucket, Prefix=key)
     versions = [v["VersionId"] for v in reply.get("Versions", []) if v["Key"] == key]
     return versions, [m["VersionId"] for m in reply.get("DeleteMarkers", []) if m["Key"] == key]
 
@@ -316,40 +329,41 @@ def test_s3_without_conditional_writes_still_guards_held_objects(s3: S3Store) ->
     assert s3.get(KEY) == b"evidence"
 
 
-def test_s3_delete_removes_every_version(s3: S3Store, moto_s3: MotoS3) -> None:
+def test_s3_delete_removes_every_version(s3: S3Store, s3_server: S3Server) -> None:
     s3.put(KEY, b"one")
     s3.put(KEY, b"two")
-    moto_s3.client().delete_object(Bucket=s3.bucket, Key=KEY)  # a plain delete: only a marker
-    versions, markers = _versions(moto_s3, s3.bucket, KEY)
+    s3_server.client().delete_object(Bucket=s3.bucket, Key=KEY)  # a plain delete: only a marker
+    versions, markers = _versions(s3_server, s3.bucket, KEY)
     assert len(versions) == 2 and len(markers) == 1
     s3.delete(KEY)
-    assert _versions(moto_s3, s3.bucket, KEY) == ([], [])
+    assert _versions(s3_server, s3.bucket, KEY) == ([], [])
 
 
-def test_s3_retry_of_the_same_bytes_adds_no_version(s3: S3Store, moto_s3: MotoS3) -> None:
+def test_s3_retry_of_the_same_bytes_adds_no_version(s3: S3Store, s3_server: S3Server) -> None:
     s3.put(KEY, b"segment")
     s3.put(KEY, b"segment")
-    assert len(_versions(moto_s3, s3.bucket, KEY)[0]) == 1
+    assert len(_versions(s3_server, s3.bucket, KEY)[0]) == 1
 
 
-def test_s3_hold_covers_every_version(s3: S3Store, moto_s3: MotoS3) -> None:
+def test_s3_hold_covers_every_version(s3: S3Store, s3_server: S3Server) -> None:
     s3.put(KEY, b"one")
     s3.put(KEY, b"two")
     s3.set_legal_hold(KEY, True)
-    raw = moto_s3.client()
-    for version in _versions(moto_s3, s3.bucket, KEY)[0]:
+    raw = s3_server.client()
+    for version in _versions(s3_server, s3.bucket, KEY)[0]:
         assert raw.get_object_legal_hold(Bucket=s3.bucket, Key=KEY, VersionId=version)["LegalHold"]["Status"] == "ON"
     s3.set_legal_hold(KEY, False)
     s3.delete(KEY)
-    assert _versions(moto_s3, s3.bucket, KEY) == ([], [])
+    assert _versions(s3_server, s3.bucket, KEY) == ([], [])
 
 
-def test_s3_prefix_keeps_keys_in_one_folder(moto_s3: MotoS3, s3_bucket: str) -> None:
-    tenant = S3Store(s3_bucket, prefix="/tenant-a/", endpoint_url=moto_s3.endpoint_url, region=moto_s3.region)
-    other = S3Store(s3_bucket, prefix="tenant-b", endpoint_url=moto_s3.endpoint_url, region=moto_s3.region)
+def test_s3_prefix_keeps_keys_in_one_folder(s3_server: S3Server) -> None:
+    s3_bucket = s3_server.create_locked_bucket()
+    tenant = S3Store(s3_bucket, prefix="/tenant-a/", endpoint_url=s3_server.endpoint_url, region=s3_server.region)
+    other = S3Store(s3_bucket, prefix="tenant-b", endpoint_url=s3_server.endpoint_url, region=s3_server.region)
     tenant.put(KEY, b"a")
     other.put(KEY, b"b")
-    raw = moto_s3.client().list_objects_v2(Bucket=s3_bucket)
+    raw = s3_server.client().list_objects_v2(Bucket=s3_bucket)
     assert sorted(o["Key"] for o in raw["Contents"]) == [f"tenant-a/{KEY}", f"tenant-b/{KEY}"]
     assert list(tenant.list()) == [KEY] and tenant.get(KEY) == b"a"
 
@@ -365,18 +379,18 @@ def test_s3_list_beyond_one_thousand_keys(s3: S3Store) -> None:
     assert len(calls) == 2
 
 
-def test_s3_interrupted_body_never_becomes_an_object(s3: S3Store, moto_s3: MotoS3) -> None:
+def test_s3_interrupted_body_never_becomes_an_object(s3: S3Store, s3_server: S3Server) -> None:
     """A signed PutObject whose connection drops halfway through the body: nothing is stored."""
     data = os.urandom(200_000)
-    url = f"{moto_s3.endpoint_url}/{s3.bucket}/{KEY}"
+    url = f"{s3_server.endpoint_url}/{s3.bucket}/{KEY}"
     request = AWSRequest(
         method="PUT",
         url=url,
         data=data,
         headers={"Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode()},
     )
-    credentials = Credentials(moto_s3.access_key, moto_s3.secret_key)
-    SigV4Auth(credentials, "s3", moto_s3.region).add_auth(request)
+    credentials = Credentials(s3_server.access_key, s3_server.secret_key)
+    SigV4Auth(credentials, "s3", s3_server.region).add_auth(request)
     parts = urlsplit(url)
     head = f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {len(data)}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() not in {"host", "content-length"})
@@ -397,12 +411,12 @@ def test_s3_interrupted_body_never_becomes_an_object(s3: S3Store, moto_s3: MotoS
 # --------------------------------------------------------------------------- going around the service
 
 
-def test_s3_held_segment_survives_a_client_going_straight_to_the_bucket(s3: S3Store, moto_s3: MotoS3) -> None:
+def test_s3_held_segment_survives_a_client_going_straight_to_the_bucket(s3: S3Store, s3_server: S3Server) -> None:
     """Object lock, not the service, refuses: anyone with the bucket's credentials is refused too."""
     s3.put(KEY, b"evidence")
     s3.set_legal_hold(KEY, True)
-    raw = moto_s3.client()
-    (version,), _ = _versions(moto_s3, s3.bucket, KEY)
+    raw = s3_server.client()
+    (version,), _ = _versions(s3_server, s3.bucket, KEY)
 
     for bypass in (False, True):  # governance bypass does not lift a legal hold
         with pytest.raises(ClientError) as refused:
@@ -422,15 +436,15 @@ def test_s3_held_segment_survives_a_client_going_straight_to_the_bucket(s3: S3St
 
     s3.set_legal_hold(KEY, False)
     raw.delete_object(Bucket=s3.bucket, Key=KEY, VersionId=version)  # released: now it can go
-    assert _versions(moto_s3, s3.bucket, KEY) == ([], [])
+    assert _versions(s3_server, s3.bucket, KEY) == ([], [])
 
 
-def test_s3_retention_refusal_is_reported_as_held(s3: S3Store, moto_s3: MotoS3) -> None:
+def test_s3_retention_refusal_is_reported_as_held(s3: S3Store, s3_server: S3Server) -> None:
     s3.put(KEY, b"evidence")
-    (version,), _ = _versions(moto_s3, s3.bucket, KEY)
+    (version,), _ = _versions(s3_server, s3.bucket, KEY)
     until = datetime.now(UTC) + timedelta(days=1)
     retention = {"Mode": "COMPLIANCE", "RetainUntilDate": until}
-    moto_s3.client().put_object_retention(Bucket=s3.bucket, Key=KEY, VersionId=version, Retention=retention)
+    s3_server.client().put_object_retention(Bucket=s3.bucket, Key=KEY, VersionId=version, Retention=retention)
     with pytest.raises(ObjectHeld, match="retention"):
         s3.delete(KEY)
     assert s3.get(KEY) == b"evidence"

@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
 
+import httpx
 import numpy as np
 import pytest
 
 from client.output import audit_line
 from retention.purge import verify_deletion_record
+from tests.api.test_streaming_read import bad_plaintext_hash
 from tests.client.conftest import PURPOSE, Live, assert_out_of_scope, decode, expected_pcm, lines
 from tests.conftest import cli_env, countersign
+from tests.support.factories import SimRecording
 
 
 @pytest.fixture
@@ -155,7 +158,7 @@ def test_get_refused_by_the_service_leaves_no_file(live: Live, out_dir: Path) ->
 class _Truncating(http.server.BaseHTTPRequestHandler):
     """Promises a whole FLAC file, sends its first kilobyte, and hangs up."""
 
-    def do_GET(self) -> None:
+    def do_POST(self) -> None:  # what `evidence get` sends (a do_GET here was never called: 501)
         self.send_response(200)
         self.send_header("Content-Type", "audio/flac")
         self.send_header("Content-Length", "100000")
@@ -186,8 +189,8 @@ def test_a_broken_transfer_leaves_no_audio_file(truncating_server: str, out_dir:
     env = cli_env(COUNTERSIGN_SERVER=truncating_server, COUNTERSIGN_TOKEN="any")
     rid = "00000000-0000-4000-8000-000000000000"
     broken = countersign("evidence", "get", rid, "--purpose", PURPOSE, "-o", str(out), env=env, check=False)
-    assert broken.returncode != 0, broken.stdout
-    assert broken.stderr.startswith("error:")
+    assert broken.returncode == 1, broken.stdout
+    assert broken.stderr.startswith("error: The transfer did not complete: stopped after 1024 bytes"), broken.stderr
     assert "wrote" not in broken.stdout
     assert list(out_dir.iterdir()) == []  # neither the output nor a partial temporary file
 
@@ -196,6 +199,82 @@ def test_a_broken_transfer_leaves_no_audio_file(truncating_server: str, out_dir:
     forced = countersign("evidence", "get", rid, "--purpose", PURPOSE, "-o", str(out), "--force", env=env, check=False)
     assert forced.returncode != 0
     assert out.read_bytes() == b"earlier" and list(out_dir.iterdir()) == [out]
+
+
+def _upload_forged(live: Live) -> SimRecording:
+    """Three good segments, then a final one whose plaintext hash the device's key mis-signed.
+
+    The service cannot decrypt at upload, so it accepts it; a read streams segments 0-2 and
+    fails on segment 3 after decrypting it, so the server cuts the response off.
+    """
+    dev = live.device
+    rec = dev.new_recording()
+    dev.add_segments(rec, 3, final=False)
+    rec.segments.append(bad_plaintext_hash(dev, rec, 3))
+    with httpx.Client(base_url=live.server.url, headers=dev.auth, timeout=30) as http:
+        assert http.post("/v1/recordings", json=rec.create_body()).status_code == 201
+        for seg in rec.segments:
+            url = f"/v1/recordings/{rec.id}/segments/{seg.index}"
+            assert http.put(url, content=seg.envelope, headers=dev.segment_headers(seg)).status_code == 201
+    return rec
+
+
+@pytest.mark.parametrize("name", ["evidence.flac", "evidence.wav"])  # chunked, and with a Content-Length
+def test_a_stream_the_service_cuts_off_leaves_no_file(live: Live, out_dir: Path, name: str) -> None:
+    rec = _upload_forged(live)
+    out = out_dir / name
+    failed = get(live, rec.id, out, check=False)
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    assert failed.stderr.startswith("error: The transfer did not complete: stopped after "), failed.stderr
+    assert failed.stderr.rstrip().endswith("nothing was written")
+    assert failed.stdout == ""
+    assert list(out_dir.iterdir()) == []  # neither the file nor its .part
+
+    out.write_bytes(b"earlier")  # --force does not replace a file with a failed read
+    assert get(live, rec.id, out, "--force", check=False).returncode == 1
+    assert out.read_bytes() == b"earlier" and list(out_dir.iterdir()) == [out]
+    actions = custody_actions(live, str(rec.id))
+    assert actions[-4:] == ["api:evidence:read", "api:evidence:integrity"] * 2
+
+
+class _WrongLength(http.server.BaseHTTPRequestHandler):
+    """A whole, well-framed WAV response whose file holds fewer frames than announced."""
+
+    def do_POST(self) -> None:
+        wav = (
+            b"RIFF"
+            + (36 + 8).to_bytes(4, "little")
+            + b"WAVEfmt "
+            + bytes.fromhex("1000000001000100803e0000007d00000200100064617461")
+        )
+        wav += (8).to_bytes(4, "little") + bytes(8)
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        self.send_header("Content-Length", str(len(wav)))
+        self.send_header("X-Countersign-Frames", "16000")
+        self.end_headers()
+        self.wfile.write(wav)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_audio_that_does_not_match_what_was_announced_leaves_no_file(out_dir: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WrongLength)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = cli_env(COUNTERSIGN_SERVER=f"http://127.0.0.1:{server.server_address[1]}", COUNTERSIGN_TOKEN="any")
+        out = out_dir / "evidence.wav"
+        rid = "00000000-0000-4000-8000-000000000000"
+        got = countersign("evidence", "get", rid, "--purpose", PURPOSE, "-o", str(out), env=env, check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.returncode == 1
+    assert got.stderr.startswith(
+        "error: The audio received is not the file the service announced: the file holds 4 frames, 16000 were"
+    ), got.stderr
+    assert list(out_dir.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- custody

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ from tests.support.capture_process import start_capture
 from tests.support.pulse import MONITOR_SOURCE, start_pulseaudio
 from tests.support.similarity import SIMILARITY_THRESHOLD, contains_speech, envelope_similarity
 from tests.support.sounds import play_into_sink_and_wait, read_wav, speak_to_wav
+from tests.support.verifier import run_verify
 
 pytestmark = pytest.mark.audio
 
@@ -31,7 +33,8 @@ SENTENCE = (
 SEGMENT_SECONDS = 1.0
 
 
-def test_speech_through_pulseaudio_round_trip(deployment: Deployment, tmp_path: Path) -> None:
+def test_speech_through_pulseaudio_round_trip(deployment: Deployment, tmp_path: Path, bare_python: Path) -> None:
+    """Speech in, evidence out: the officer hears it, and a stranger verifies the exported bundle."""
     reference_path = speak_to_wav(SENTENCE, tmp_path / "reference.wav")
     reference, rate = read_wav(reference_path)
     speech_seconds = len(reference) / rate
@@ -76,6 +79,33 @@ def test_speech_through_pulseaudio_round_trip(deployment: Deployment, tmp_path: 
     assert contains_speech(captured, captured_rate)
     similarity, lag = envelope_similarity(reference, captured, rate, captured_rate=captured_rate)
     assert similarity >= SIMILARITY_THRESHOLD, (similarity, lag)
+
+    # The same real recording, exported with a passphrase by the CLI, verified by verify.py alone.
+    recording_id = listed[0]["id"]
+    handover = tmp_path / "handover"
+    handover.mkdir()
+    # Written by a Windows editor: the line ending is not part of the passphrase on either side.
+    (handover / "passphrase.txt").write_bytes("署名の合言葉 counter 3\r\n".encode())
+    exported = subprocess.run(
+        [sys.executable, "-m", "countersign", "evidence", "export", recording_id, "--case", "K-2026-7",
+         "--purpose", "real audio end-to-end: police hand-over", "--recipient", "Minato PS",
+         "--passphrase-file", str(handover / "passphrase.txt"), "-o", str(handover / "bundle.zip")],
+        env=deployment.officer_env(), cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    with zipfile.ZipFile(handover / "bundle.zip") as outer:
+        (handover / "verify.py").write_bytes(outer.read("verify.py"))  # the verifier that came with it
+    service_key = httpx.get(f"{deployment.server.url}/v1/audit/public-key").json()["public_key"]
+    verdict = run_verify(
+        bare_python, handover, "bundle.zip", "--passphrase-file", "passphrase.txt", "--service-key", service_key,
+        "--lang", "en", "--extract", "opened",
+    )  # fmt: skip
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert verdict.stdout.startswith("Countersign evidence bundle: VALID\n"), verdict.stdout
+    assert "api:evidence:export" in verdict.stdout and "K-2026-7" in verdict.stdout
+    # What was verified is the speech that was played: the joined file holds it.
+    joined, joined_rate = sf.read(handover / "opened" / "audio" / "recording.flac", dtype="int16")
+    assert contains_speech(joined, joined_rate)
 
 
 def test_notice_is_spoken_through_the_speaker(deployment: Deployment, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Several API processes on one database and one store (PostgreSQL + S3 in the
 postgres-s3 pass, SQLite + files otherwise): concurrent uploads from many
 devices, concurrent reads and audit appends through both processes keep one
-linear, verifiable audit chain."""
+linear, verifiable audit chain. In the postgres-s3 pass the store is each S3
+server in turn: moto, and SeaweedFS (tests/support/seaweed.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,27 @@ from api.bootstrap import approve_user
 from api.core.settings import Settings
 from evidence.audit_log import verify_export
 from tests.conftest import Deployment, LiveServer, bearer, free_port
+from tests.support.backends import BACKENDS, POSTGRES_S3
 from tests.support.factories import SimDevice
 
 DEVICES = 6
 RECORDINGS_PER_DEVICE = 2
 SEGMENTS = 3
+
+
+@pytest.fixture(params=["moto", "seaweedfs"] if POSTGRES_S3 else ["files"])
+def store_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where the servers' store is: backend_env's (files, or a moto bucket), or a bucket on SeaweedFS."""
+    if request.param == "seaweedfs":
+        for name, value in BACKENDS.seaweed_bucket_env().items():
+            monkeypatch.setenv(name, value)  # before the servers start: cli_env passes these on
+    return str(request.param)
+
+
+@pytest.fixture
+def deployment(store_server: str, deployment: Deployment) -> Deployment:
+    """conftest's deployment, started after ``store_server`` chose the store."""
+    return deployment
 
 
 @pytest.fixture
@@ -132,7 +149,7 @@ def test_two_processes_one_linear_audit_chain(deployment: Deployment, second_ser
     )
     assert report.ok, report.problems
     assert report.first_seq == 1 and report.last_seq == report.entries  # gap-free across both processes
-    uploads = export.text.count('"action": "api:segment:upload"')
+    uploads = export.text.count('"action":"api:segment:upload"')  # v3: each entry's canonical JSON
     assert uploads == DEVICES * RECORDINGS_PER_DEVICE * SEGMENTS
     for client in clients:
         client.close()

@@ -6,6 +6,10 @@
   server on loopback. PostgreSQL comes from COUNTERSIGN_TEST_PG_URL (default: the local
   cluster, database ``test``).
 
+Either way, a test may move its service to a bucket on SeaweedFS, a real S3 server
+(``BACKENDS.seaweed_bucket_env()``; tests/support/seaweed.py): one process for the session,
+started the first time a test asks, stopped by ``shutdown``.
+
 Tests reach this through conftest's autouse ``backend_env`` (environment variables, so in-process
 ``Settings()`` and the CLI subprocesses both see them); fixtures that live longer than one test
 (module scope, Hypothesis examples) call ``BACKENDS.allocate()`` themselves.
@@ -60,6 +64,7 @@ class Backends:
 
     _admin: Engine | None = None
     _moto: Any = None
+    _seaweed: Any = None
     # psycopg warns (ResourceWarning, an error under our filterwarnings) when a connection is
     # garbage-collected open; apps built by tests never dispose their engines, so teardown closes
     # every connection opened to a schema it drops.
@@ -91,6 +96,21 @@ class Backends:
     def endpoint_url(self) -> str:
         host, port = self.moto().get_host_and_port()
         return f"http://{host}:{port}"
+
+    def seaweed_endpoint_url(self) -> str:
+        if self._seaweed is None:
+            from tests.support.seaweed import start_seaweed
+
+            self._seaweed = start_seaweed()
+        return str(self._seaweed.endpoint_url)
+
+    def seaweed_bucket_env(self) -> dict[str, str]:
+        """The service variables that put a service's store on a fresh object-lock bucket on SeaweedFS."""
+        from tests.support.s3_server import S3Server
+
+        endpoint = self.seaweed_endpoint_url()
+        bucket = S3Server(endpoint).create_locked_bucket()
+        return {"COUNTERSIGN_STORE": "s3", "COUNTERSIGN_S3_ENDPOINT_URL": endpoint, "COUNTERSIGN_S3_BUCKET": bucket}
 
     def allocate_schema(self) -> Allocation:
         """A fresh, empty PostgreSQL schema whatever the backend (for tests about PostgreSQL itself)."""
@@ -139,6 +159,9 @@ class Backends:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        if self._seaweed is not None:
+            self._seaweed.stop()
+            self._seaweed = None
         if self._admin is not None:
             event.remove(Pool, "connect", self._track)
             self._admin.dispose()

@@ -1,10 +1,11 @@
-"""Test support: moto's S3 in server mode on a loopback port, and object-lock buckets.
+"""Test support: moto's S3 in server mode on a loopback port, SeaweedFS beside it, and object-lock buckets.
 
 Use it from a test module with ``pytest_plugins = ["tests.support.s3_server"]`` (and import this module
 only under TYPE_CHECKING there: pytest must import it first to rewrite its asserts). ``moto_s3`` is one
 server for the whole session; ``s3_bucket`` is a fresh object-lock bucket per test, with fake
 AWS credentials in the environment for that test only (so the service's own boto3 chain finds
-them), and the host's AWS profiles kept out of the way.
+them), and the host's AWS profiles kept out of the way. ``seaweed_s3`` is one SeaweedFS for the
+session (tests/support/seaweed.py), with the same credentials, started only if a test asks.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
-class MotoS3:
+class S3Server:
+    """An S3 endpoint on loopback that takes the fake credentials: moto's or SeaweedFS's."""
+
     endpoint_url: str
     region: str = REGION
     access_key: str = FAKE_CREDENTIALS["aws_access_key_id"]
@@ -41,6 +44,9 @@ class MotoS3:
         name = name or f"cs-test-{uuid.uuid4().hex[:16]}"
         self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
         return name
+
+
+MotoS3 = S3Server  # the name the tests grew up with
 
 
 @functools.cache  # one per server: a client costs ~0.1 s to build, and boto3 clients are thread-safe
@@ -64,6 +70,14 @@ def moto_s3() -> Iterator[MotoS3]:
         yield MotoS3(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed_s3() -> S3Server:
+    """SeaweedFS for the session: shared with tests/support/backends.py, stopped at the session's end."""
+    from tests.support.backends import BACKENDS
+
+    return S3Server(BACKENDS.seaweed_endpoint_url())
 
 
 @pytest.fixture

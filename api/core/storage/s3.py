@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 
 _MISSING = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound"})
 _EXISTS = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
-_NO_HOLD = frozenset({"NoSuchObjectLockConfiguration", "InvalidRequest", "MethodNotAllowed"})  # 405: a delete marker
+# GetObjectLegalHold on a version that never had a hold: AWS documents NoSuchObjectLegalHold for
+# it (SeaweedFS answers exactly that; moto answers OFF), and some servers say there is no lock
+# configuration. Either way that version is not held. 405 MethodNotAllowed: a delete marker.
+_NO_HOLD = frozenset({"NoSuchObjectLegalHold", "NoSuchObjectLockConfiguration", "InvalidRequest", "MethodNotAllowed"})
 # Server-side encryption under which a single PUT's ETag is the MD5 of the body (AWS and MinIO).
 _MD5_ETAG_SSE = frozenset({None, "AES256"})
 

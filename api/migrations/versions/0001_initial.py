@@ -12,7 +12,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from api.core.guards import APPEND_ONLY_TABLES, install_guards
+from api.core.guards import install_guards
+
+APPEND_ONLY_TABLES = ("access_log", "audit_checkpoints")  # as of this revision (0006 adds audit_nodes)
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -283,7 +285,7 @@ def upgrade() -> None:
 
     # The append-only triggers are part of the schema: a database migrated to head
     # rejects UPDATE/DELETE on the audit tables exactly as create_all + guards did.
-    install_guards(op.get_bind())
+    install_guards(op.get_bind(), APPEND_ONLY_TABLES)
 
 
 def downgrade() -> None:
