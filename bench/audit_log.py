@@ -62,8 +62,9 @@ import json, resource, subprocess, sys, time
 start = time.perf_counter()
 run = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 seconds = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "rss_kb": rss, "rc": run.returncode, "out": run.stdout}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = usage.ru_utime + usage.ru_stime
+print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_kb": usage.ru_maxrss, "rc": run.returncode, "out": run.stdout}))
 """
 BARE_PASS = """
 import hashlib, sys
@@ -145,8 +146,8 @@ def build_export(path: Path, entries: int, version: str = "v3", every: int = 100
     return bytes(key.verify_key)
 
 
-def measure(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and output of one child process.
+def measure(command: list[str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system), peak RSS (MB) and output of one child process.
 
     Started from a small launcher: a child's peak RSS starts at its parent's size when
     it forks, and this process holds far more than the verifier's few megabytes.
@@ -158,7 +159,7 @@ def measure(command: list[str]) -> tuple[float, float, str]:
         raise SystemExit(f"launcher failed: {reply.stdout}{reply.stderr}") from None
     if result["rc"]:
         raise SystemExit(f"{command[0]} failed ({result['rc']}): {result['out']}")
-    return result["seconds"], result["rss_kb"] / 1024, result["out"].strip()
+    return result["seconds"], result["cpu"], result["rss_kb"] / 1024, result["out"].strip()
 
 
 def countersign() -> str:
@@ -182,14 +183,15 @@ def verification(entries: int, versions: list[str], runs: int) -> None:
                 ("sha256sum of the file", ["sha256sum", str(path)]),
             ]
             results = {name: min(measure(cmd) for _ in range(runs)) for name, cmd in rows}
-            verify_s, _, said = results[rows[0][0]]
+            verify_s, verify_cpu, _, said = results[rows[0][0]]
             assert said.startswith("OK:"), said
             print(f"  {said}")
-            print(f"  {'':28}{'seconds':>9}{'entries/s':>12}{'MB/s':>8}{'peak RSS':>11}{'verify is':>11}")
-            for name, (seconds, rss, _) in results.items():
-                print(f"  {name:28}{seconds:>9.2f}{entries / seconds:>12,.0f}{size / 1e6 / seconds:>8.0f}"
-                      f"{rss:>8.0f} MB{verify_s / seconds:>10.1f}x")  # fmt: skip
-            print(f"  (peak RSS floor of the launcher: `true` {measure(['true'])[1]:.0f} MB)")
+            print(f"  {'':28}{'seconds':>9}{'CPU s':>7}{'entries/s':>12}{'MB/s':>8}{'peak RSS':>11}{'verify is':>11}"
+                  f"{'(CPU)':>7}")  # fmt: skip
+            for name, (seconds, cpu, rss, _) in results.items():
+                print(f"  {name:28}{seconds:>9.2f}{cpu:>7.2f}{entries / seconds:>12,.0f}{size / 1e6 / seconds:>8.0f}"
+                      f"{rss:>8.0f} MB{verify_s / seconds:>10.1f}x{verify_cpu / max(cpu, 1e-3):>6.1f}x")  # fmt: skip
+            print(f"  (peak RSS floor of the launcher: `true` {measure(['true'])[2]:.0f} MB)")
             path.unlink()
 
 

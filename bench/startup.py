@@ -34,9 +34,8 @@ def tiny_export(folder: Path) -> tuple[Path, str]:
     """A 10-entry audit export with two signed checkpoints, built with the service's own hashing and signing."""
     from bench.audit_log import build_export
 
-    lines, public_key = build_export(10, every=5)
     path = folder / "audit.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    public_key = build_export(path, 10, every=5)
     return path, public_key.hex()
 
 
