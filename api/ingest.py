@@ -12,14 +12,15 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NoReturn, Protocol, cast
 
 import nacl.signing
 from fastapi import HTTPException
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from api.core.audit import record_event
 from api.core.models import (
@@ -50,8 +51,8 @@ from evidence.chain import (
 from evidence.envelope import check_envelope
 from evidence.errors import EvidenceError, FormatError
 from evidence.wire import HeaderError, RecordingHeader
-from retention.holds_sync import hold_new_segment
-from retention.store import refresh_retention
+from retention.holds_sync import held_by_active
+from retention.store import FACT_COLUMNS, facts_from_row, refresh_retention
 
 SEALED_KEY_BYTES = 32 + 48  # data key + crypto_box_seal overhead (ephemeral pk + MAC)
 
@@ -82,7 +83,7 @@ def _check_consent(session: Session, consent: ConsentRecord) -> None:
         raise _reject(422, "consent record names a notice version this service does not know")
 
 
-def _verify_key(device: Device) -> nacl.signing.VerifyKey:
+def _verify_key(device: Device | Signer) -> nacl.signing.VerifyKey:
     if device.public_key is None:
         raise _reject(403, "device is not enrolled")
     return nacl.signing.VerifyKey(device.public_key)
@@ -169,6 +170,7 @@ def charge_upload(session: Session, device_id: str, size: int, quotas: Quotas, w
             update(DeviceUsage)
             .where(*key, DeviceUsage.uploaded_bytes + size <= quotas.bytes_per_day)
             .values(uploaded_bytes=DeviceUsage.uploaded_bytes + size, uploads=DeviceUsage.uploads + 1)
+            .execution_options(synchronize_session=False)
         )
         changed: int = moved.rowcount  # type: ignore[attr-defined]
         return changed == 1
@@ -179,8 +181,15 @@ def charge_upload(session: Session, device_id: str, size: int, quotas: Quotas, w
     if size <= quotas.bytes_per_day and (_start_day(session, device_id, day, size) or bump()):
         return
     used = session.scalar(select(DeviceUsage.uploaded_bytes).where(*key)) or 0
+    raise over_quota(session, device_id, used, size, quotas, what, now)
+
+
+def over_quota(
+    session: Session, device_id: str, used: int, size: int, quotas: Quotas, what: str, now: datetime
+) -> HTTPException:
+    """The 429 for a device that has sent `used` bytes today and asks for `size` more (logged once a day)."""
     wait = _seconds_to_next_utc_day(now)
-    raise _refuse(
+    return _refuse(
         session, device_id, "bytes_per_day", 429,
         f"daily upload quota reached: this device has sent {used} of its {quotas.bytes_per_day} bytes "
         f"today (UTC) and this {what} of {size} bytes would pass it; retry after 00:00 UTC",
@@ -293,95 +302,145 @@ class SegmentUpload:
 
 
 def own_recording(session: Session, device_id: str, recording_id: uuid.UUID) -> Recording:
-    recording = session.get(Recording, str(recording_id))
-    if recording is not None and recording.device_id != device_id:
-        # Logged (a device reaching for another's evidence), yet answered like "absent": no probing.
+    recording = session.get(Recording, str(recording_id), options=[lazyload(Recording.sealed_keys)])
+    if recording is None or recording.device_id != device_id:
+        _not_ours(session, device_id, str(recording_id), None if recording is None else recording.device_id)
+    assert recording is not None
+    return recording
+
+
+def _not_ours(session: Session, device_id: str, recording_id: str, owner: str | None) -> NoReturn:
+    """404 for an absent recording or another device's; the latter is logged (answered alike: no probing)."""
+    if owner is not None and owner != device_id:
         record_event(
-            session, actor=f"device:{device_id}", action=Action.ACCESS_DENIED, target=f"recording:{recording.id}",
+            session, actor=f"device:{device_id}", action=Action.ACCESS_DENIED, target=f"recording:{recording_id}",
             outcome="denied", detail={"status": 404, "reason": "recording belongs to another device"},
         )  # fmt: skip
         session.commit()
-    if recording is None or recording.device_id != device_id:
-        raise _reject(404, "no such recording for this device")
-    return recording
+    raise _reject(404, "no such recording for this device")
+
+
+class Signer(Protocol):
+    """Who uploads: a device's id and Ed25519 verify key (api.core.deps.Principal, or a Device row)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def public_key(self) -> bytes | None: ...
+
+
+# Everything an upload checks, in one statement: the recording's chain head and state (with the
+# facts a legal hold is matched on), the segment already stored at this index if any, and the
+# device's bytes today (the quota's first look; the charge itself is the conditional UPDATE).
+_UPLOAD_STATE = (
+    select(
+        *FACT_COLUMNS,
+        Recording.segment_count,
+        Recording.head_hash,
+        Recording.purge_state,
+        Segment.ciphertext_sha256,
+        Segment.signature,
+        Segment.final,
+        DeviceUsage.uploaded_bytes,
+    )
+    .outerjoin(Segment, and_(Segment.recording_id == Recording.id, Segment.index == bindparam("index")))
+    .outerjoin(DeviceUsage, and_(DeviceUsage.device_id == Recording.device_id, DeviceUsage.day == bindparam("day")))
+    .where(Recording.id == bindparam("rid"))
+)
 
 
 def add_segment(
     session: Session,
     store: BlobStore,
-    device: Device,
+    device: Signer,
     recording_id: uuid.UUID,
     up: SegmentUpload,
     quotas: Quotas | None = None,
 ) -> bool:
     """Verify and store one segment. Returns True if it was new, False for an idempotent repeat.
 
-    An idempotent repeat is answered before the daily byte quota (it adds nothing); a new
-    segment is charged to it only once it has verified, just before anything is stored.
+    Statements: one read of everything checked (above), the store's legal-hold lookup, then the
+    writes: the quota charge, the segment row, the chain head's compare-and-set, the audit entry
+    (three). The object is written (fsync) before any of the writes, so no database lock is held
+    across it (on SQLite the write lock is the whole database's).
+
+    An idempotent repeat is answered before the daily byte quota (it adds nothing). A new segment is
+    checked against the quota once it has verified, before anything is stored, and charged by the
+    conditional UPDATE after the object is written: an upload refused there (only one that raced
+    another of the same device at the quota's edge) leaves an unreferenced object, as a crash does.
     """
-    recording = own_recording(session, device.id, recording_id)
+    rid = str(recording_id)
     ciphertext_sha256 = hashlib.sha256(up.body).digest()
-    existing = session.get(Segment, (recording.id, up.index))
-    if existing is not None:
-        same = (
-            existing.ciphertext_sha256 == ciphertext_sha256
-            and existing.signature == up.signature
-            and existing.final == up.final
-        )
+    now = utcnow()
+    row = session.execute(_UPLOAD_STATE, {"rid": rid, "index": up.index, "day": _utc_day(now)}).first()
+    if row is None or row.device_id != device.id:
+        _not_ours(session, device.id, rid, None if row is None else row.device_id)
+    if row.ciphertext_sha256 is not None:
+        same = row.ciphertext_sha256 == ciphertext_sha256 and row.signature == up.signature and row.final == up.final
         if same:
             return False
         raise _reject(409, f"segment {up.index} was already received with different content")
-    if recording.purge_state is not None:
+    if row.purge_state is not None:
         raise _reject(410, "this recording has been deleted; it accepts no more segments")
-    if recording.status == "objected":
+    if row.status == "objected":
         raise _reject(409, "the customer objected: this recording accepts no audio")
-    if recording.status != "open":
-        raise _reject(409, f"recording is {recording.status}; it accepts no more segments")
-    if up.index != recording.segment_count:
-        raise _reject(409, f"expected segment {recording.segment_count}, got {up.index}")
-    if up.prev_hash != recording.head_hash:
+    if row.status != "open":
+        raise _reject(409, f"recording is {row.status}; it accepts no more segments")
+    if up.index != row.segment_count:
+        raise _reject(409, f"expected segment {row.segment_count}, got {up.index}")
+    if up.prev_hash != row.head_hash:
         raise _reject(409, f"segment {up.index} does not follow the last segment received")
     try:
         check_envelope(up.body)
         statement = SegmentStatement(
             recording_id, up.index, up.final, ciphertext_sha256, up.plaintext_sha256, up.prev_hash
         )
-        verify_segment(_verify_key(device), SignedSegment(statement, up.signature), recording.head_hash, recording_id)
+        verify_segment(_verify_key(device), SignedSegment(statement, up.signature), row.head_hash, recording_id)
     except EvidenceError as exc:
         raise _reject(422, str(exc)) from exc
 
-    if quotas is not None:
-        charge_upload(session, device.id, len(up.body), quotas, f"segment {up.index}")
-    key = segment_key(recording.id, up.index)
+    what = f"segment {up.index}"
+    used = row.uploaded_bytes or 0
+    if quotas is not None and used + len(up.body) > quotas.bytes_per_day:
+        raise over_quota(session, device.id, used, len(up.body), quotas, what, now)
+    key = segment_key(rid, up.index)
     store.put(key, up.body)  # before the row: a crash leaves an orphan object, never a row without data
     # Then the store's legal hold, if a hold covers the recording, still before the row: a crash
     # leaves a held orphan, never a held recording with an unheld segment (retention.holds_sync).
-    hold_new_segment(session, store, recording, key)
-    session.add(
-        Segment(
-            recording_id=recording.id,
-            index=up.index,
-            final=up.final,
-            ciphertext_sha256=ciphertext_sha256,
-            plaintext_sha256=up.plaintext_sha256,
-            prev_hash=up.prev_hash,
-            signature=up.signature,
-            size=len(up.body),
-            object_key=key,
-        )
-    )
-    now = utcnow()
+    facts = facts_from_row(row)
+    if held_by_active(session, facts):
+        store.set_legal_hold(key, True)
+    if quotas is not None:
+        charge_upload(session, device.id, len(up.body), quotas, what)  # the write lock from here to the commit
+    segment = {
+        "recording_id": rid,
+        "index": up.index,
+        "final": up.final,
+        "ciphertext_sha256": ciphertext_sha256,
+        "plaintext_sha256": up.plaintext_sha256,
+        "prev_hash": up.prev_hash,
+        "signature": up.signature,
+        "size": len(up.body),
+        "object_key": key,
+        "received_at": now,
+    }
+    try:
+        session.execute(_INSERT_SEGMENT, segment)
+    except DBIntegrityError as exc:
+        raise _reject(409, f"segment {up.index} was stored concurrently; retry") from exc
     # Compare-and-set on the chain head, so two racing uploads of one index cannot both win.
     moved = session.execute(
-        update(Recording)
-        .where(Recording.id == recording.id, Recording.segment_count == up.index, Recording.purge_state.is_(None))
-        .values(
-            segment_count=up.index + 1,
-            head_hash=statement.link_hash(),
-            last_activity_at=now,
-            status="complete" if up.final else "open",
-            ended_at=now if up.final else None,
-        )
+        _MOVE_CHAIN,
+        {
+            "rid": rid,
+            "index": up.index,
+            "count": up.index + 1,
+            "head": statement.link_hash(),
+            "now": now,
+            "status": "complete" if up.final else "open",
+            "ended": now if up.final else None,
+        },
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         raise _reject(409, f"segment {up.index} raced another upload; retry")
@@ -389,11 +448,26 @@ def add_segment(
         session,
         actor=f"device:{device.id}",
         action=Action.SEGMENT_UPLOAD,
-        target=f"recording:{recording.id}",
+        target=f"recording:{rid}",
         detail={"index": up.index, "final": up.final, "sha256": ciphertext_sha256.hex()},
     )
-    try:
-        session.flush()
-    except DBIntegrityError as exc:
-        raise _reject(409, f"segment {up.index} was stored concurrently; retry") from exc
     return True
+
+
+# On the tables, not the mapped classes: plain Core statements, no ORM unit-of-work around them.
+_INSERT_SEGMENT = insert(cast(Table, Segment.__table__))
+_MOVE_CHAIN = (
+    update(cast(Table, Recording.__table__))
+    .where(
+        Recording.id == bindparam("rid"),
+        Recording.segment_count == bindparam("index"),
+        Recording.purge_state.is_(None),
+    )
+    .values(
+        segment_count=bindparam("count"),
+        head_hash=bindparam("head"),
+        last_activity_at=bindparam("now"),
+        status=bindparam("status"),
+        ended_at=bindparam("ended"),
+    )
+)

@@ -585,6 +585,41 @@ def open_recordings(url: str, recs: list[Recording]) -> None:
                 raise RuntimeError(f"opening recording refused: {reply.status_code} {reply.text}")
 
 
+def statements_per_upload(work: Path, uploads: int = 5) -> tuple[float, float, list[str]]:
+    """SQL statements and commits per segment upload, counted in process (SQLAlchemy engine events)
+    on a fresh SQLite service: (statements, commits, the statements of one upload)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.bootstrap import init_data_dir
+    from api.core.db import StatementCounter
+    from api.core.settings import Settings
+    from tests.support.world import build_world
+
+    settings = Settings(data_dir=work / "statement-count", env="development")
+    init = init_data_dir(settings)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        world = build_world(client, init.admin_token)
+        device = world.device
+        rec = device.new_recording()
+        device.add_segments(rec, uploads + 1, final=False)
+        client.post(wire.RECORDINGS, json=rec.create_body(), headers=device.auth).raise_for_status()
+
+        def put(index: int) -> None:
+            seg = rec.segments[index]
+            path = wire.segment_path(rec.id, index)
+            client.put(path, content=seg.envelope, headers=device.segment_headers(seg)).raise_for_status()
+
+        put(0)  # the first upload of a recording is the same, but keep the count to the steady state
+        one: list[str] = []
+        with StatementCounter(app.state.services.engine) as counter:
+            for index in range(1, uploads + 1):
+                put(index)
+                one = one or list(counter.statements)
+    return len(counter.statements) / uploads, counter.commits / uploads, one
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -699,6 +734,10 @@ def main() -> None:
             t = time.perf_counter()
             backend.setup()
             print(f"  {backend.name}: {backend.describe()} (set up + server init in {time.perf_counter() - t:.1f} s)")
+        stmts, commits, one = statements_per_upload(work)
+        print(f"  SQL per upload (in process, SQLite): {stmts:.1f} statements, {commits:.1f} commits:")
+        for line in one:
+            print(f"    {line[:110]}")
         floor = fsync_ms(work / "probe", int(envelope_bytes))
         print(f"  disk: write+fsync of one envelope-sized file takes {floor:.1f} ms (median of 20)")
 

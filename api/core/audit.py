@@ -15,8 +15,11 @@ entries it has just re-checked and signs a tree head over its root.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,11 +28,12 @@ from typing import Any
 import nacl.hash
 import nacl.signing
 from nacl.encoding import RawEncoder
-from sqlalchemy import select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit_tree import NodeFiller
-from api.core.models import AccessLog, AuditCheckpoint, AuditHead, utcnow
+from api.core.models import AccessLog, AuditCheckpoint, AuditHead, AuditNode, utcnow
 from evidence.audit_actions import Action
 from evidence.audit_log import GENESIS, chain_hash, entry_hash, sign_tree_head, timestamp
 
@@ -45,7 +49,7 @@ class CheckpointPolicy:
     every_entries: int = 1000
     every_seconds: int = 600
 
-    @property
+    @functools.cached_property  # derived once per policy: every read re-checks many seals (api.anchors)
     def mac_key(self) -> bytes:
         # A separate key for entry seals, derived from the signing seed with keyed BLAKE2b
         # (libsodium's generic hash), so the seal key never signs and the signing key never MACs.
@@ -65,37 +69,193 @@ def record_event(
     purpose: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AccessLog:
-    bumped = session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1).returning(AuditHead.seq)
-    ).scalar_one_or_none()
-    if bumped is None:
+    """Append one entry in the caller's transaction: three Core statements, no ORM unit of work.
+
+    The head UPDATE is the append lock and hands back, in the same statement, the new seq and
+    the chain hash to link to (not yet moved: it is this transaction's to move). A checkpoint
+    that falls due is not signed here, inside the caller's transaction and under its lock: it
+    is queued for after the commit (checkpoint_pending, via the session's after_commit), so the
+    entries it re-checks are committed and no append waits on the re-check. Returns the entry
+    (not attached to the session).
+    """
+    head = session.execute(_BUMP).one_or_none()
+    if head is None:
         raise RuntimeError("audit log has no head row: run 'countersign server init'")
-    head = _fresh_head(session)
+    seq, prev, checkpoint_seq, checkpoint_at = head
     policy: CheckpointPolicy | None = session.info.get(SIGNER_KEY)
     now = utcnow()
-    entry = AccessLog(
-        seq=bumped,
-        at=now,
-        actor=actor,
-        action=action,
-        target=target,
-        outcome=outcome,
-        purpose=purpose,
-        detail=detail or {},
+    fields = {
+        "seq": seq,
+        "at": now,
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "outcome": outcome,
+        "purpose": purpose,
+        "detail": detail or {},
+    }
+    leaf = entry_hash({**fields, "at": timestamp(now)})
+    link = chain_hash(prev, leaf)
+    seal = policy.seal(link) if policy is not None else b""
+    session.execute(insert(AccessLog), {**fields, "entry_hash": leaf, "chain_hash": link, "seal": seal})
+    session.execute(_MOVE_HEAD, {"link": link})
+    if policy is not None and _due(policy, seq, checkpoint_seq, checkpoint_at, now):
+        _checkpoint_after_commit(session)
+    return AccessLog(**fields, entry_hash=leaf, chain_hash=link, seal=seal)
+
+
+_BUMP = (
+    update(AuditHead)
+    .where(AuditHead.id == 1)
+    .values(seq=AuditHead.seq + 1)
+    .returning(AuditHead.seq, AuditHead.chain_hash, AuditHead.checkpoint_seq, AuditHead.checkpoint_at)
+    .execution_options(synchronize_session=False)
+)
+_MOVE_HEAD = (
+    update(AuditHead)
+    .where(AuditHead.id == 1)
+    .values(chain_hash=bindparam("link"))
+    .execution_options(synchronize_session=False)
+)
+
+
+def _due(policy: CheckpointPolicy, seq: int, checkpoint_seq: int, checkpoint_at: datetime, now: datetime) -> bool:
+    return seq - checkpoint_seq >= policy.every_entries or now - checkpoint_at >= timedelta(
+        seconds=policy.every_seconds
     )
-    entry.entry_hash = entry_hash(entry_fields(entry))
-    entry.chain_hash = link = chain_hash(head.chain_hash, entry.entry_hash)
-    entry.seal = policy.seal(link) if policy is not None else b""
-    session.add(entry)
-    head.chain_hash = link
-    if policy is not None and (
-        bumped - head.checkpoint_seq >= policy.every_entries
-        or now - head.checkpoint_at >= timedelta(seconds=policy.every_seconds)
-    ):
-        session.flush()
+
+
+# --------------------------------------------------------------------------- checkpoints after the commit
+#
+# Session.info keys: CHECKPOINT_DUE marks a session whose commit should be followed by a
+# checkpoint attempt; a list under CHECKPOINT_DEFER (set by a caller, e.g. the upload route)
+# receives the attempt as a callable instead of running it inside commit(), so the caller can
+# run it after its answer has gone out (a background task).
+CHECKPOINT_DUE = "audit_checkpoint_due"
+CHECKPOINT_DEFER = "audit_checkpoint_defer"
+# Past this many unsigned entries (the first fill of an upgraded log) the checkpoint is made the
+# old way, under the append lock, in batches: an ordinary one (~every_entries) is made outside it.
+OUTSIDE_LOCK_MAX = 50_000
+_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_attempted: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()  # head seq at the last failure
+_locks_guard = threading.Lock()
+
+
+def _checkpoint_after_commit(session: Session) -> None:
+    if session.info.get(CHECKPOINT_DUE):
+        return
+    session.info[CHECKPOINT_DUE] = True
+    sa_event.listen(session, "after_commit", _after_commit, once=True)
+
+
+def _after_commit(session: Session) -> None:
+    session.info.pop(CHECKPOINT_DUE, None)
+    policy: CheckpointPolicy | None = session.info.get(SIGNER_KEY)
+    bind = session.get_bind()
+    if policy is None or not isinstance(bind, Engine):  # a session on a borrowed connection: the next append
+        return
+    job = functools.partial(checkpoint_pending, bind, policy)
+    deferred: list[Callable[[], Any]] | None = session.info.get(CHECKPOINT_DEFER)
+    if deferred is not None:
+        deferred.append(job)
+    else:
+        job()
+
+
+def checkpoint_pending(bind: Engine, policy: CheckpointPolicy) -> int | None:
+    """Sign a checkpoint if one is due (N entries or T seconds since the last); the seq signed, or None.
+
+    Outside any append: the re-check of the committed entries and the Merkle fill are reads; only the
+    final claim takes the append lock, for a few statements. The claim is a compare-and-set on the
+    head row's checkpoint_seq and nodes_filled, so across threads and processes exactly one signer
+    wins each stretch (a loser rolls back its nodes and signature unseen). One attempt at a time
+    per process and engine; a stretch that fails verification is retried after N more entries.
+    Never raises: the commit it follows has already succeeded.
+    """
+    with _locks_guard:
+        lock = _locks.setdefault(bind, threading.Lock())
+    if not lock.acquire(blocking=False):
+        return None  # this process is signing now; the next append that finds it due tries again
+    try:
+        with Session(bind, info={SIGNER_KEY: policy}) as session:
+            return _checkpoint_outside(session, bind, policy)
+    except Exception:
+        logger.exception("audit log: checkpoint failed; the next append that finds one due tries again")
+        return None
+    finally:
+        lock.release()
+
+
+def _checkpoint_outside(session: Session, bind: Engine, policy: CheckpointPolicy) -> int | None:
+    state = session.execute(
+        select(AuditHead.seq, AuditHead.checkpoint_seq, AuditHead.checkpoint_at, AuditHead.nodes_filled)
+    ).one_or_none()
+    if state is None:
+        return None
+    seq, start, checkpoint_at, filled = state
+    now = utcnow()
+    if seq <= start or not _due(policy, seq, start, checkpoint_at, now):
+        return None
+    failed_at = _attempted.get(bind)
+    if failed_at is not None and seq - failed_at < policy.every_entries and start < failed_at:
+        return None  # this stretch failed to verify a moment ago: not on every append
+    if filled != start or seq - start > OUTSIDE_LOCK_MAX:
+        # Unusual: a log signed before the tree (filled behind), a head set back (filled ahead),
+        # or a long unsigned stretch. The old way: under the append lock, with every check.
+        session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
+        head = _fresh_head(session)
+        before = head.checkpoint_seq
         _checkpoint(session, policy, head, now)
-    session.flush()
-    return entry
+        session.commit()
+        if head.checkpoint_seq == before:
+            _attempted[bind] = head.seq
+        return head.checkpoint_seq if head.checkpoint_seq != before else None
+    filler = NodeFiller(session, start)
+    prior = session.get(AuditCheckpoint, start) if start else None
+    claim = update(AuditHead).where(
+        AuditHead.id == 1, AuditHead.checkpoint_seq == start, AuditHead.nodes_filled == start
+    )
+    if prior is not None and prior.tree_root is not None and filler.root() != prior.tree_root:
+        logger.error("audit log: the tree up to seq %s is not the one the service signed: not signing", start)
+        _failed(session, bind, claim, seq, now)
+        return None
+    nodes: list[dict[str, Any]] = []
+
+    def on_leaf(leaf: bytes) -> None:
+        nodes.extend({"level": lv, "index": ix, "hash": h} for lv, ix, h in filler.acc.append(leaf))
+
+    verified = last_own_entry(session, policy, start, on_leaf=on_leaf)
+    if verified is None or verified[0] <= start:
+        _failed(session, bind, claim, seq, now)
+        return None
+    reached, link = verified
+    session.rollback()  # end the reads; what follows is one short write transaction
+    moved = session.execute(claim.values(checkpoint_seq=reached, nodes_filled=filler.size, checkpoint_at=now))
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()  # another thread or process signed this stretch first
+        return None
+    if nodes:
+        session.execute(insert(AuditNode), nodes)
+    at = timestamp(now)
+    signature = sign_tree_head(policy.key, reached, filler.root(), link, at)
+    session.execute(
+        insert(AuditCheckpoint),
+        {"seq": reached, "chain_hash": link, "at": now, "signature": signature, "tree_root": filler.root()},
+    )
+    session.commit()
+    if reached < seq:
+        _attempted[bind] = seq  # stopped short of the head: an entry the service did not write
+    else:
+        _attempted.pop(bind, None)
+    return int(reached)
+
+
+def _failed(session: Session, bind: Engine, claim: Any, seq: int, now: datetime) -> None:
+    """Nothing to sign past the last checkpoint: note the attempt (as _checkpoint does) and stop."""
+    session.rollback()
+    session.execute(claim.values(checkpoint_at=now))
+    session.commit()
+    _attempted[bind] = seq
 
 
 def entry_fields(row: AccessLog) -> dict[str, Any]:
@@ -216,3 +376,54 @@ def record_committed(factory: sessionmaker[Session], **fields: Any) -> int:
     """Write one entry in its own transaction; return its sequence number once it is durable."""
     with factory() as session, session.begin():
         return record_event(session, **fields).seq
+
+
+def record_events(session: Session, events: list[dict[str, Any]]) -> list[int]:
+    """Append several entries at once, in the caller's transaction; return their sequence numbers.
+
+    Each event is a dict of record_event's keyword arguments (actor, action; optionally target,
+    outcome, purpose, detail). The entries are exactly what as many record_event calls in a row
+    would write: one gap-free run of sequence numbers, each entry hashed, chained to the one
+    before and sealed the same way. But the batch costs three statements whatever its size: one
+    head UPDATE (the append lock, moving seq by the batch and handing back the link to chain
+    from), one executemany INSERT, and one UPDATE moving the head's chain hash. A checkpoint
+    that falls due is queued for after the commit, as record_event does.
+    """
+    if not events:
+        return []
+    bump = (
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(seq=AuditHead.seq + len(events))
+        .returning(AuditHead.seq, AuditHead.chain_hash, AuditHead.checkpoint_seq, AuditHead.checkpoint_at)
+        .execution_options(synchronize_session=False)
+    )
+    head = session.execute(bump).one_or_none()
+    if head is None:
+        raise RuntimeError("audit log has no head row: run 'countersign server init'")
+    last, link, checkpoint_seq, checkpoint_at = head
+    policy: CheckpointPolicy | None = session.info.get(SIGNER_KEY)
+    now = utcnow()
+    at = timestamp(now)
+    first = last - len(events) + 1
+    rows: list[dict[str, Any]] = []
+    for seq, event in enumerate(events, first):
+        fields = {
+            "seq": seq,
+            "at": now,
+            "actor": event["actor"],
+            "action": event["action"],
+            "target": event.get("target"),
+            "outcome": event.get("outcome", "allowed"),
+            "purpose": event.get("purpose"),
+            "detail": event.get("detail") or {},
+        }
+        leaf = entry_hash({**fields, "at": at})
+        link = chain_hash(link, leaf)
+        seal = policy.seal(link) if policy is not None else b""
+        rows.append({**fields, "entry_hash": leaf, "chain_hash": link, "seal": seal})
+    session.execute(insert(AccessLog), rows)
+    session.execute(_MOVE_HEAD, {"link": link})
+    if policy is not None and _due(policy, last, checkpoint_seq, checkpoint_at, now):
+        _checkpoint_after_commit(session)
+    return list(range(first, last + 1))

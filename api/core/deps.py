@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import false, literal, null, select, union_all
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.core.audit import record_committed
-from api.core.models import Device, Recording, User
+from api.core.models import Device, Recording, User, UserSite
 from api.core.services import Services
 from api.core.throttle import Verdict
 from api.core.tokens import token_hash
@@ -25,7 +26,7 @@ PATH_LIMIT = 160  # characters of a path kept in a log entry (the target column 
 _RECORDING_IN_PATH = re.compile(r"^/v1/(?:evidence|recordings|audit/custody)/([0-9a-fA-F-]{36})(?:/|$)")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: no I/O, so no thread hand-off
     services: Services = request.app.state.services
     return services
 
@@ -47,6 +48,8 @@ class Principal:
     id: str
     role: str
     sites: frozenset[str] = field(default_factory=frozenset)
+    # A device's Ed25519 verify key, read with its token (None: a user, or a device not yet enrolled).
+    public_key: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def actor(self) -> str:
@@ -120,31 +123,61 @@ def deny_stranger(services: Services, request: Request, status: int, detail: str
     return deny(services, request, status, detail)
 
 
-def authenticate(request: Request, services: ServicesDep, session: SessionDep) -> Principal:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise deny_stranger(services, request, 401, "a bearer token is required")
-    digest = token_hash(token)
-    user = session.scalar(select(User).where(User.token_hash == digest))
+def _token_query(digest: str) -> Any:
+    """Users and devices with this token hash, in one statement (users first, as before)."""
+    users = select(
+        literal("user").label("kind"), User.id, User.role, User.disabled, User.pending_approval,
+        null().label("site_id"), null().label("public_key"),
+    ).where(User.token_hash == digest)  # fmt: skip
+    devices = select(
+        literal("device").label("kind"), Device.id, literal("device").label("role"), Device.disabled,
+        false().label("pending_approval"), Device.site_id, Device.public_key,
+    ).where(Device.token_hash == digest)  # fmt: skip
+    return union_all(users, devices)
+
+
+def lookup_token(session: Session, services: Services, request: Request, token: str) -> Principal:
+    """The principal a bearer token names: one statement (plus a user's sites), or a logged refusal."""
+    rows = {row.kind: row for row in session.execute(_token_query(token_hash(token)))}
+    user, device = rows.get("user"), rows.get("device")
     if user is not None and not user.disabled:
         if user.pending_approval:  # known, so logged as themselves, and never rate-limited as a stranger
             why = "your access awaits approval by a second person (an officer of your site or an auditor)"
             raise deny(services, request, 403, why, f"user:{user.id}")
-        return Principal("user", user.id, user.role, frozenset(user.site_ids))
-    device = session.scalar(select(Device).where(Device.token_hash == digest))
+        sites = session.scalars(select(UserSite.site_id).where(UserSite.user_id == user.id))
+        return Principal("user", user.id, user.role, frozenset(sites))
     if device is not None and not device.disabled:
-        return Principal("device", device.id, "device", frozenset({device.site_id}))
+        return Principal("device", device.id, "device", frozenset({device.site_id}), device.public_key)
     raise deny_stranger(services, request, 401, "unknown or revoked token")
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def authenticate_sync(request: Request, services: Services) -> Principal:
+    """Authenticate in the calling thread with a short session of its own (closed before the route runs)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise deny_stranger(services, request, 401, "a bearer token is required")
+    with services.sessions() as session:
+        return lookup_token(session, services, request, token)
+
+
+async def authenticate(request: Request, services: ServicesDep) -> Principal:
+    """Every request authenticates afresh (a disabled user or device is refused at once).
+
+    One thread hand-off for the database work; the connection is back in the pool before the
+    route runs, so a slow request body never holds one.
+    """
+    return await run_in_threadpool(authenticate_sync, request, services)
+
+
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets only these roles through, logging everyone else."""
 
-    def dependency(
+    async def dependency(
         request: Request, services: ServicesDep, principal: Annotated[Principal, Depends(authenticate)]
     ) -> Principal:
-        if principal.role not in roles:
-            raise deny(services, request, 403, f"role {principal.role} may not do this", principal.actor)
+        if principal.role not in roles:  # the refusal is logged: database work, so in a thread
+            why = f"role {principal.role} may not do this"
+            raise await run_in_threadpool(deny, services, request, 403, why, principal.actor)
         return principal
 
     return dependency

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.concurrency import run_in_threadpool
 
+from api.core.audit import CHECKPOINT_DEFER
 from api.core.deps import DeviceDep, ServicesDep, SessionDep
 from api.core.models import Device
 from api.core.responses import AUTHED, BODY, INPUT, answers
@@ -94,7 +97,6 @@ async def upload_segment(
     request: Request,
     principal: DeviceDep,
     services: ServicesDep,
-    session: SessionDep,
     x_segment_final: Annotated[str, Header(alias=wire.SEGMENT_FINAL, pattern=r"^[01]$")],
     x_plaintext_sha256: Annotated[str, _hex_header(wire.PLAINTEXT_SHA256)],
     x_prev_hash: Annotated[str, _hex_header(wire.PREV_HASH)],
@@ -122,18 +124,23 @@ async def upload_segment(
         body=body,
     )
 
-    # The database and the fsync are blocking: keep them off the event loop. Reuse the
-    # request's session (authentication already holds its connection): a second one per
-    # upload exhausted the pool at ~15 concurrent uploads (deadlock, then 500s).
+    # The database and the fsync are blocking: one thread hand-off for all of it, with a session of
+    # its own (authentication closed its own before the body was read, so a slow body holds none).
+    deferred: list[Callable[[], object]] = []
+
     def store() -> bool:
-        device = _device(session, principal.id)
-        quotas = Quotas.from_settings(services.settings)
-        created = add_segment(session, services.store, device, recording_id, upload, quotas)
-        session.commit()
-        return created
+        with services.sessions() as session:
+            session.info[CHECKPOINT_DEFER] = deferred
+            quotas = Quotas.from_settings(services.settings)
+            created = add_segment(session, services.store, principal, recording_id, upload, quotas)
+            if created:  # (a repeat wrote nothing)
+                session.commit()  # durable (object fsynced before, row and audit entry now): then 201
+            return created
 
     created = await run_in_threadpool(store)
-    return Response(status_code=201 if created else 200)
+    # An audit checkpoint that fell due is signed after the answer has gone out (api.core.audit).
+    background = BackgroundTasks([BackgroundTask(job) for job in deferred]) if deferred else None
+    return Response(status_code=201 if created else 200, background=background)
 
 
 @router.post(wire.INTERRUPT, responses=answers(AUTHED, INPUT, NOT_OURS))

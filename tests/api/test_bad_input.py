@@ -283,6 +283,16 @@ WRONG_TYPES: dict[str, tuple[str | None, list[tuple[Any, str]]]] = {
             ({"purpose": PURPOSE, "format": "mp3"}, "format"),
         ],
     ),
+    "POST /v1/evidence/{recording_id}/export": (
+        "officer",
+        [
+            ({"purpose": 5, "case_ref": "K-1", "recipient_public_key": "11" * 32}, "purpose"),
+            ({"purpose": PURPOSE, "case_ref": ["K-1"], "recipient_public_key": "11" * 32}, "case_ref"),
+            ({"purpose": PURPOSE, "case_ref": "K-1", "recipient_public_key": 11}, "recipient_public_key"),
+            ({"purpose": PURPOSE, "case_ref": "K-1"}, "recipient_public_key"),
+            ({"purpose": PURPOSE, "case_ref": "K-1", "recipient_public_key": "11" * 32, "kdf": "argon"}, "kdf"),
+        ],
+    ),
     "POST /v1/evidence/{recording_id}/deletion": (
         "officer",
         [({"reason": 5}, "reason"), ({"reason": "short"}, "reason"), ({}, "reason")],
