@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from api import grants
 from api.core.audit import init_head, record_event
 from api.core.db import make_engine, transaction
-from api.core.keys import KEYS_DIR, KeyCustodian
+from api.core.keys import CURRENT, KEYS_DIR, SERVICE, KeyCustodian
 from api.core.models import EvidenceKey, NoticeRow, User
 from api.core.services import audit_sessions
 from api.core.settings import Settings
@@ -53,7 +53,7 @@ def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:
     assert custodian.signing_key is not None
     with transaction(audit_sessions(engine, custodian.signing_key, settings)) as session:
         init_head(session)
-        session.add(EvidenceKey(key_id=kid, public_key=custodian.public_keys()[kid]))
+        session.add(EvidenceKey(key_id=kid, public_key=custodian.public_keys()[kid], state=CURRENT, custody=SERVICE))
         sync_notices(session)
         admin = User(id=str(uuid.uuid4()), name=admin_name, role="admin", token_hash=token_hash(token))
         session.add(admin)

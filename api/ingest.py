@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, lazyload
 
 from api.core.audit import record_event
+from api.core.keys import check_sealed_to
 from api.core.models import (
     AccessLog,
     Device,
@@ -261,6 +262,7 @@ def create_recording(
         for sealed in body.sealed_keys:
             if sealed.key_id not in known or len(sealed.sealed) != 2 * SEALED_KEY_BYTES:
                 raise _reject(422, f"sealed key for unknown evidence key or malformed: {sealed.key_id}")
+        check_sealed_to(session, [s.key_id for s in body.sealed_keys])  # not only to retired/destroyed keys
     if quotas is not None:
         charge_upload(session, device_id, header_size, quotas, "recording header")  # locks the device's day row
         if not objected:

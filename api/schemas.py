@@ -80,6 +80,12 @@ class NoticePublic(BaseModel):
 class EvidenceKeyPublic(BaseModel):
     key_id: str
     public_key: str = Field(description="X25519 public key, hex")
+    state: str = Field("current", description="current | previous | retired (destroyed keys are not listed)")
+    custody: str = Field("service", description="service: the service holds the private half; offline: it never does")
+    seal_to: bool = Field(True, description="seal new recordings to this key (every such key); false: do not")
+    valid_until: datetime | None = Field(
+        None, description="when devices stopped sealing to it (a rotation or retirement); null while seal_to"
+    )
 
 
 class EnrolRequest(BaseModel):

@@ -26,6 +26,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "server",
         "Retention: purge what policy no longer lets us keep; report what is due.",
     ),
+    "keys": (
+        "api.keys_cli",
+        "server",
+        "Evidence key custody: list, rotate, retire, rewrap and destroy keys; change the key passphrase.",
+    ),
     "recorder": ("recorder.cli", "recorder", "The counter agent: enrol a device, record with consent, upload."),
     "admin": ("client.admin", "client", "Administration: sites, users, devices (admins cannot read evidence)."),
     "evidence": (

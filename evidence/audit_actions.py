@@ -58,3 +58,10 @@ class Action(StrEnum):
     RECORDING_SHRED = "retention:recording:shred"
     RECORDING_PURGE = "retention:recording:purge"
     RETENTION_RUN = "retention:run:complete"
+    # evidence key custody (`countersign keys ...`, on the server's data directory)
+    KEY_ROTATE = "keys:evidence:rotate"  # a new current evidence key; the old one became previous
+    KEY_RETIRE = "keys:evidence:retire"  # no longer sealed to nor accepted alone; still read until destroyed
+    KEY_REWRAP = "keys:evidence:rewrap"  # one committed batch of data keys resealed to the current key (or the run)
+    KEY_DROP_SEALED = "keys:evidence:drop-sealed"  # rewrapped recordings' data keys sealed to retired keys deleted
+    KEY_DESTROY = "keys:evidence:destroy"  # a retired key's sealed data keys and private key file removed
+    KEY_PASSPHRASE = "keys:passphrase:change"  # every key file re-encrypted under a new passphrase

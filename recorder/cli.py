@@ -19,6 +19,7 @@ from recorder.client import DeviceClient
 from recorder.enroll import enroll as do_enroll
 from recorder.errors import NotAllUploaded, RecorderError, ServerRefused, ServerUnreachable, UsageError
 from recorder.home import DeviceHome
+from recorder.keys import refresh_evidence_keys
 from recorder.recording import LiveRecording, record_objection
 from recorder.runner import Controls, run
 from recorder.spool import Spool, SpooledRecording
@@ -134,15 +135,21 @@ def record(
     if consent not in (None, "given", "objected"):
         raise fail(UsageError("--consent must be 'given' or 'objected'"))
     device_home = DeviceHome(home)
+    client: DeviceClient | None = None
     try:
         config = device_home.config()
-        device_home.evidence_keys()  # fail closed before showing anything
+        client = DeviceClient.for_home(device_home, config)  # over https: the CA and the pinned certificate
+        # The server's current keys (a rotation reaches the device here); fail closed before showing anything.
+        refresh_evidence_keys(device_home, client, say)
         notice = pick(device_home.notices(), language)
         source = _make_source(input_file, input_device, sample_rate, channels, realtime)
-        client = DeviceClient.for_home(device_home, config)  # over https: the CA and the pinned certificate
     except RecorderError as exc:
+        if client is not None:
+            client.close()
         raise fail(exc) from exc
     except (LookupError, ValueError) as exc:  # no notice in that language; a file that is not audio
+        if client is not None:
+            client.close()
         raise fail(exc, ExitCode.USAGE) from exc
 
     if consent is None:

@@ -83,7 +83,15 @@ class DeviceClient:
         return data
 
     def evidence_keys(self) -> dict[str, str]:
-        return {k["key_id"]: k["public_key"] for k in self._send("GET", wire.KEYS).json()}
+        return {k["key_id"]: k["public_key"] for k in self.evidence_key_entries()}
+
+    def evidence_key_entries(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """GET /v1/keys as listed: key_id, public_key, state, custody, seal_to, valid_until."""
+        kwargs: dict[str, Any] = {"timeout": httpx.Timeout(timeout)} if timeout else {}
+        reply = self._send("GET", wire.KEYS, **kwargs).json()
+        if not isinstance(reply, list):
+            raise ServerRefused(f"GET {wire.KEYS} answered {type(reply).__name__}, not a list of keys")
+        return [entry for entry in reply if isinstance(entry, dict)]
 
     def open_recording(self, body: dict[str, Any]) -> None:
         self._send("POST", wire.RECORDINGS, json=body)

@@ -94,6 +94,6 @@ def enroll(
     }
     if seen is not None:
         config["server_pin"] = seen
-    keys = {k["key_id"]: k["public_key"] for k in reply["evidence_keys"]}
+    keys = {k["key_id"]: {f: v for f, v in k.items() if f != "key_id"} for k in reply["evidence_keys"]}
     home.save(config, bytes(signing), reply["token"], keys, reply["notices"], ca_pem=ca_pem)
     return config

@@ -7,7 +7,9 @@ Layout::
     ca.pem               the private CA the server's certificate chains to (if enrolled with --ca-file)
     signing.key          Ed25519 seed (hex); generated here, never sent anywhere
     token                device bearer token
-    evidence_keys.json   the service's evidence public keys (key id -> X25519, hex)
+    evidence_keys.json   the service's evidence public keys as GET /v1/keys last listed them: key id ->
+                         {public_key (X25519, hex), state, custody, seal_to, valid_until}; recordings are
+                         sealed to every key with seal_to (an older home's {key id: hex} means seal_to)
     notices.json         the site's consent notices
     spool/               encrypted segments waiting to upload (see recorder.spool)
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nacl.exceptions
 import nacl.public
 import nacl.signing
 
@@ -61,7 +64,7 @@ class DeviceHome:
         config: dict[str, Any],
         seed: bytes,
         token: str,
-        keys: dict[str, str],
+        keys: dict[str, Any],
         notices: list[dict[str, Any]],
         ca_pem: str | None = None,
     ) -> None:
@@ -73,7 +76,8 @@ class DeviceHome:
         write_private(self.root / "notices.json", json.dumps(notices, ensure_ascii=False, indent=2))
         write_private(self.root / "device.json", json.dumps(config, indent=2))  # last: marks enrolment complete
 
-    def save_keys(self, keys: dict[str, str]) -> None:
+    def save_keys(self, keys: dict[str, Any]) -> None:
+        """key id -> public key hex, or -> the entry GET /v1/keys gave for it (with its seal_to flag)."""
         write_private(self.root / "evidence_keys.json", json.dumps(keys, indent=2))
 
     def ca_file(self) -> Path | None:
@@ -100,19 +104,53 @@ class DeviceHome:
         except (FileNotFoundError, ValueError) as exc:
             raise NotEnrolled("device signing key missing or damaged") from exc
 
-    def evidence_keys(self) -> dict[str, nacl.public.PublicKey]:
-        """The keys recordings are sealed to; fail closed if there is no valid one."""
+    def key_entries(self) -> dict[str, dict[str, Any]]:
+        """Every key this home holds, as {key id: {public_key, state, seal_to, valid_until, ...}}."""
         path = self.root / "evidence_keys.json"
         try:
             raw = json.loads(path.read_text())
-            keys = {str(kid): nacl.public.PublicKey(bytes.fromhex(hexkey)) for kid, hexkey in raw.items()}
+            entries = {
+                str(kid): {"public_key": value, "state": "current", "seal_to": True}
+                if isinstance(value, str)
+                else {**value, "seal_to": bool(value.get("seal_to", True))}
+                for kid, value in raw.items()
+            }
         except FileNotFoundError as exc:
             raise NoEvidenceKey(f"{path} is missing") from exc
         except (ValueError, TypeError, AttributeError) as exc:
             raise NoEvidenceKey(f"{path} is damaged ({exc})") from exc
+        return entries
+
+    def key_entries_or_none(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            return self.key_entries()
+        except NoEvidenceKey:
+            return None
+
+    def evidence_keys(self) -> dict[str, nacl.public.PublicKey]:
+        """The keys recordings are sealed to (seal_to); fail closed, naming the keys, if there is none."""
+        path = self.root / "evidence_keys.json"
+        entries = self.key_entries()
+        try:
+            keys = {
+                kid: nacl.public.PublicKey(bytes.fromhex(e["public_key"])) for kid, e in entries.items() if e["seal_to"]
+            }
+        except (KeyError, ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
+            raise NoEvidenceKey(f"{path} is damaged ({exc})") from exc
         if not keys:
-            raise NoEvidenceKey(f"{path} lists no key")
+            raise NoEvidenceKey(unusable(entries) if entries else f"{path} lists no key")
         return keys
 
     def notices(self) -> list[Notice]:
         return [Notice.from_dict(n) for n in self._read_json("notices.json")]
+
+
+def unusable(entries: dict[str, dict[str, Any]]) -> str:
+    """Why none of these keys may be sealed to, naming each ("k1 is retired (since ...)")."""
+    reasons = []
+    for kid, entry in sorted(entries.items()):
+        state = entry.get("state") or "not valid"
+        since = f" since {entry['valid_until']}" if entry.get("valid_until") else ""
+        what = "superseded by a key rotation" if state == "previous" else state
+        reasons.append(f"evidence key {kid} is {what}{since}")
+    return "; ".join(reasons)

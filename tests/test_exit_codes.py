@@ -101,7 +101,8 @@ def test_every_documented_code_through_the_cli(deployment: Deployment, tmp_path:
     assert_one_line_error(record(empty, source), ExitCode.NOT_ENROLLED, "not enrolled")
 
     # 4 NO_EVIDENCE_KEY
-    no_key = copy_home(deployment, tmp_path / "no-key")
+    # (a device that reaches its server refreshes its keys first: this one cannot, and holds none)
+    no_key = copy_home(deployment, tmp_path / "no-key", server=f"http://127.0.0.1:{free_port()}")
     (no_key / "evidence_keys.json").write_text("{}")
     assert_one_line_error(record(no_key, source), ExitCode.NO_EVIDENCE_KEY, "Refusing to record")
 

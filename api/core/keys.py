@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,53 @@ import nacl.pwhash
 import nacl.secret
 import nacl.signing
 import nacl.utils
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from evidence.errors import IntegrityError, KeyUnavailableError
+from api.core.models import EvidenceKey
+from evidence.errors import EvidenceError, IntegrityError, KeyUnavailableError
 from evidence.key_files import KEYS_DIR, SIGNING_KEY_FILE, KeyFileError, read_public_signing_key
 from evidence.key_files import read_key_file as _read
 
-__all__ = ["KEYS_DIR", "SIGNING_KEY_FILE", "KeyCustodian", "KeyFileError", "read_public_signing_key"]
+__all__ = [
+    "KEYS_DIR",
+    "SIGNING_KEY_FILE",
+    "KeyCustodian",
+    "KeyFileError",
+    "SealedOnlyToRetired",
+    "check_sealed_to",
+    "read_public_signing_key",
+]
 _KDF = nacl.pwhash.argon2id
 _OPSLIMIT = _KDF.OPSLIMIT_MODERATE
 _MEMLIMIT = _KDF.MEMLIMIT_MODERATE
+
+# Evidence key states (EvidenceKey.state). Devices seal to CURRENT (and to offline keys); the
+# service accepts new audio sealed to at least one CURRENT or PREVIOUS key (a device that has not
+# refreshed since a rotation); it reads with any key whose private half it still holds.
+CURRENT, PREVIOUS, RETIRED, DESTROYED = "current", "previous", "retired", "destroyed"
+ACCEPTED_STATES = frozenset({CURRENT, PREVIOUS})
+SERVICE, OFFLINE = "service", "offline"
+# Written beside the key files while `countersign keys passphrase` replaces them; see reprotect().
+PASSPHRASE_JOURNAL = "passphrase-change.json"
+
+
+class SealedOnlyToRetired(EvidenceError):
+    """Refused: the recording's data key is sealed only to evidence keys no longer in use"""
+
+
+def check_sealed_to(session: Session, key_ids: Iterable[str]) -> None:
+    """Refuse (422, through the app's EvidenceError handler) a new recording none of whose sealed
+    keys names a current or previous evidence key: audio sealed only to retired or destroyed keys."""
+    wanted = sorted(set(key_ids))
+    query = select(EvidenceKey.key_id, EvidenceKey.state).where(EvidenceKey.key_id.in_(wanted))
+    states: dict[str, str] = {kid: state for kid, state in session.execute(query)}
+    if any(states.get(kid) in ACCEPTED_STATES for kid in wanted):
+        return
+    named = ", ".join(f"{kid} ({states.get(kid, 'unknown')})" for kid in wanted) or "none"
+    raise SealedOnlyToRetired(
+        f"sealed to {named}; the device must fetch GET /v1/keys and seal to the current evidence key"
+    )
 
 
 def key_id_for(public_key: bytes) -> str:
@@ -58,17 +98,138 @@ def _unprotect(data: dict[str, Any], passphrase: bytes | None, path: Path) -> by
         return bytes.fromhex(data["secret"])
     if passphrase is None:
         raise KeyFileError(f"{path} is passphrase-protected: set COUNTERSIGN_KEY_PASSPHRASE")
-    box_key = _KDF.kdf(
-        nacl.secret.SecretBox.KEY_SIZE,
-        passphrase,
-        bytes.fromhex(data["salt"]),
-        opslimit=int(data["opslimit"]),
-        memlimit=int(data["memlimit"]),
-    )
+    secret = _open_protected(data, passphrase, path)
+    if secret is None:
+        journal = path.parent / PASSPHRASE_JOURNAL
+        if journal.exists():
+            raise KeyFileError(
+                f"{path}: not under this COUNTERSIGN_KEY_PASSPHRASE, and a passphrase change was interrupted "
+                f"({journal}): {describe_passphrases(path.parent, passphrase)}; "
+                "rerun 'countersign keys passphrase' with the old and the new passphrase to finish it"
+            )
+        raise KeyFileError(f"{path}: wrong COUNTERSIGN_KEY_PASSPHRASE")
+    return secret
+
+
+def _open_protected(data: dict[str, Any], passphrase: bytes, path: Path) -> bytes | None:
+    """The secret of an argon2id+secretbox key file, or None if `passphrase` is not its passphrase."""
     try:
-        return bytes(nacl.secret.SecretBox(box_key).decrypt(bytes.fromhex(data["secret"])))
-    except nacl.exceptions.CryptoError as exc:
-        raise KeyFileError(f"{path}: wrong COUNTERSIGN_KEY_PASSPHRASE") from exc
+        box_key = _KDF.kdf(
+            nacl.secret.SecretBox.KEY_SIZE,
+            passphrase,
+            bytes.fromhex(data["salt"]),
+            opslimit=int(data["opslimit"]),
+            memlimit=int(data["memlimit"]),
+        )
+        blob = bytes.fromhex(data["secret"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KeyFileError(f"{path}: damaged key file ({exc})") from exc
+    try:
+        return bytes(nacl.secret.SecretBox(box_key).decrypt(blob))
+    except nacl.exceptions.CryptoError:
+        return None
+
+
+def key_file_paths(folder: Path) -> list[Path]:
+    """Every private key file of a data directory: the evidence keys, then the signing key."""
+    paths = sorted(folder.glob("evidence-*.key"))
+    signing = folder / SIGNING_KEY_FILE
+    return [*paths, signing] if signing.exists() else paths
+
+
+def describe_passphrases(folder: Path, passphrase: bytes | None) -> str:
+    """Which key files `passphrase` opens and which it does not (names only; for error messages)."""
+    opens: list[str] = []
+    not_: list[str] = []
+    for path in key_file_paths(folder):
+        data = _read(path)
+        ok = data.get("protection") == "none" or (
+            passphrase is not None and _open_protected(data, passphrase, path) is not None
+        )
+        (opens if ok else not_).append(path.name)
+    return f"it opens {', '.join(opens) or 'none'}; it does not open {', '.join(not_) or 'none'}"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def reprotect(
+    folder: Path, old: bytes | None, new: bytes, say: Callable[[str], None] = lambda _line: None
+) -> list[str]:
+    """Re-encrypt every key file under `new`; returns the names of the files changed.
+
+    Crash-safe: (1) each file's replacement is written beside it (.NAME.new, fsynced), opened by
+    `old` or, for a file an interrupted run already replaced, by `new`; (2) the journal
+    (passphrase-change.json) is written; (3) each replacement is renamed over its file (atomic)
+    and the directory fsynced; (4) the journal is removed. At every point each file opens with
+    exactly one of the two passphrases; while the journal exists a service refusing to start
+    says which file opens with which, and rerunning this finishes the change.
+    """
+    paths = key_file_paths(folder)
+    if not paths:
+        raise KeyFileError(f"no key files under {folder}: run 'countersign server init' first")
+    staged: list[tuple[Path, Path]] = []
+    for path in paths:
+        data = _read(path)
+        if data.get("protection") == "none":
+            secret = bytes.fromhex(data["secret"])
+        else:
+            opened = _open_protected(data, old, path) if old is not None else None
+            if opened is None and _open_protected(data, new, path) is not None:
+                say(f"{path.name}: already under the new passphrase")
+                continue
+            if opened is None:
+                raise KeyFileError(
+                    f"{path}: opens with neither the current COUNTERSIGN_KEY_PASSPHRASE nor the new passphrase"
+                )
+            secret = opened
+        payload = {k: v for k, v in data.items() if k not in _PROTECTION_FIELDS}
+        tmp = path.with_name(f".{path.name}.new")
+        tmp.unlink(missing_ok=True)  # a replacement an interrupted run left half-written
+        _write_private(tmp, {**payload, **_protect(secret, new)})
+        staged.append((tmp, path))
+    journal = folder / PASSPHRASE_JOURNAL
+    if staged:
+        journal.unlink(missing_ok=True)
+        _write_private(journal, {"replacing": [path.name for _, path in staged]})
+        _fsync_dir(folder)
+    for tmp, path in staged:
+        os.replace(tmp, path)
+        say(f"{path.name}: re-encrypted under the new passphrase")
+    _fsync_dir(folder)
+    journal.unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return [path.name for _, path in staged]
+
+
+_PROTECTION_FIELDS = frozenset({"protection", "salt", "opslimit", "memlimit", "secret"})
+
+
+def destroy_key_file(path: Path) -> bool:
+    """Overwrite a private key file with random bytes, fsync, unlink, fsync the directory.
+
+    Securely-ish: a copy-on-write or journaling filesystem, an SSD's remapping or a backup may
+    still hold the old bytes; what matters is that nothing is sealed to the key any more.
+    Returns False if the file was already gone.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        os.write(fd, nacl.utils.random(max(size, 1)))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+    _fsync_dir(path.parent)
+    return True
 
 
 def _write_private(path: Path, payload: dict[str, Any]) -> None:
@@ -86,6 +247,11 @@ class KeyCustodian:
 
     evidence_keys: dict[str, nacl.public.PrivateKey] = field(default_factory=dict)
     signing_key: nacl.signing.SigningKey | None = None
+    # Where load() found the keys, so a read needing a key id we do not hold (a rotation made by
+    # `countersign keys rotate` while we run) can look again: see reload().
+    data_dir: Path | None = None
+    passphrase: bytes | None = field(default=None, repr=False)
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def create(cls, data_dir: Path, passphrase: bytes | None) -> tuple[KeyCustodian, str]:
@@ -105,6 +271,7 @@ class KeyCustodian:
         return custodian, kid
 
     def add_evidence_key(self, data_dir: Path, passphrase: bytes | None) -> str:
+        """A new evidence key pair: its file under DATA/keys (fsynced), and held here; returns its id."""
         private = nacl.public.PrivateKey.generate()
         public = bytes(private.public_key)
         kid = key_id_for(public)
@@ -118,7 +285,7 @@ class KeyCustodian:
     @classmethod
     def load(cls, data_dir: Path, passphrase: bytes | None) -> KeyCustodian:
         folder = data_dir / KEYS_DIR
-        custodian = cls()
+        custodian = cls(data_dir=data_dir, passphrase=passphrase)
         for path in sorted(folder.glob("evidence-*.key")):
             data = _read(path)
             custodian.evidence_keys[data["key_id"]] = nacl.public.PrivateKey(_unprotect(data, passphrase, path))
@@ -132,10 +299,40 @@ class KeyCustodian:
     def public_keys(self) -> dict[str, bytes]:
         return {kid: bytes(k.public_key) for kid, k in self.evidence_keys.items()}
 
+    def reload(self) -> list[str]:
+        """Look at the key directory again: load evidence key files we do not hold (a rotation by
+        `countersign keys rotate` since we started) and forget keys whose file is gone (destroyed).
+        Returns the ids newly loaded. Only key files new to us are decrypted (one Argon2id each)."""
+        if self.data_dir is None:
+            return []
+        folder = self.data_dir / KEYS_DIR
+        with self._reload_lock:
+            found = {path.name[len("evidence-") : -len(".key")]: path for path in folder.glob("evidence-*.key")}
+            keys = {kid: key for kid, key in self.evidence_keys.items() if kid in found}
+            added = []
+            for kid, path in sorted(found.items()):
+                if kid not in keys:
+                    data = _read(path)
+                    keys[data["key_id"]] = nacl.public.PrivateKey(_unprotect(data, self.passphrase, path))
+                    added.append(data["key_id"])
+            self.evidence_keys = keys  # one assignment: readers see the old dict or the new one
+        return added
+
     def unseal(self, sealed: dict[str, bytes]) -> bytes:
-        """Open a recording's data key with any evidence key we hold."""
+        """Open a recording's data key with any evidence key we hold (looking at the key
+        directory again first if we hold none of them: a key rotated in while we run)."""
+        opened = self._unseal_held(sealed)
+        if opened is None and self.data_dir is not None:
+            self.reload()
+            opened = self._unseal_held(sealed)
+        if opened is None:
+            raise KeyUnavailableError("the service holds none of the keys this recording was sealed to")
+        return opened
+
+    def _unseal_held(self, sealed: dict[str, bytes]) -> bytes | None:
+        keys = self.evidence_keys
         for kid, blob in sealed.items():
-            private = self.evidence_keys.get(kid)
+            private = keys.get(kid)
             if private is None:
                 continue
             try:
@@ -143,4 +340,4 @@ class KeyCustodian:
             except nacl.exceptions.CryptoError as exc:
                 # We hold the right key, so the sealed blob itself was altered: evidence, not configuration.
                 raise IntegrityError(f"sealed data key for evidence key {kid} does not open") from exc
-        raise KeyUnavailableError("the service holds none of the keys this recording was sealed to")
+        return None

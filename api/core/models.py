@@ -118,7 +118,13 @@ class EvidenceKey(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     public_key: Mapped[bytes]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # current: devices seal to it (one among service-held keys); previous: superseded by a rotation,
+    # still accepted and read; retired: no longer sealed to nor accepted alone, still read until
+    # destroyed; destroyed: private key file gone (api.core.keys, api.key_custody).
+    state: Mapped[str] = mapped_column(String(16), default="current")
+    custody: Mapped[str] = mapped_column(String(16), default="service")  # service | offline (no private half here)
+    retired_at: Mapped[datetime | None]
+    destroyed_at: Mapped[datetime | None]
 
 
 class Recording(Base):
@@ -265,3 +271,13 @@ Index("ix_recordings_device_open", Recording.device_id, postgresql_where=_open, 
 # A device's recordings, and its last contact (/metrics, api.core.metrics): max(last_activity_at)
 # for one device is a single probe of this index. It also serves every lookup by device_id.
 Index("ix_recordings_device_activity", Recording.device_id, Recording.last_activity_at)
+
+# At most one current service-held evidence key: two concurrent rotations cannot both win.
+_current_service_key = and_(EvidenceKey.state == "current", EvidenceKey.custody == "service")
+Index(
+    "ix_evidence_keys_one_current",
+    EvidenceKey.state,
+    unique=True,
+    postgresql_where=_current_service_key,
+    sqlite_where=_current_service_key,
+)

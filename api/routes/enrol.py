@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from api.core.audit import record_committed, record_event
 from api.core.deps import AnyPrincipal, ServicesDep, SessionDep, client_address, stranger_failed, too_many
+from api.core.keys import CURRENT, OFFLINE, PREVIOUS, RETIRED, SERVICE
 from api.core.models import Device, EvidenceKey, NoticeRow, utcnow
 from api.core.responses import AUTHENTICATED, BODY, STORAGE_FULL, TOO_MANY, answers
 from api.core.tokens import new_token, token_hash
@@ -15,6 +16,7 @@ from evidence.audit_actions import Action
 from evidence.text import neutral
 
 router = APIRouter(prefix="/v1", tags=["devices"])
+PUBLISHED_STATES = (CURRENT, PREVIOUS, RETIRED)
 ENROL_REFUSED = {403: "The enrolment code is unknown, already used or expired.", 429: TOO_MANY, 507: STORAGE_FULL}
 
 
@@ -27,8 +29,32 @@ def active_notices(session: SessionDep) -> list[NoticePublic]:
 
 
 def evidence_keys(session: SessionDep) -> list[EvidenceKeyPublic]:
-    rows = session.scalars(select(EvidenceKey).where(EvidenceKey.active).order_by(EvidenceKey.created_at))
-    return [EvidenceKeyPublic(key_id=k.key_id, public_key=k.public_key.hex()) for k in rows]
+    """Every key not destroyed, each saying whether devices seal to it (seal_to): the current
+    service key and offline keys do; previous and retired keys are listed so that a device still
+    holding one can tell why it may no longer use it."""
+    rows = list(
+        session.scalars(
+            select(EvidenceKey)
+            .where(EvidenceKey.state.in_(PUBLISHED_STATES))
+            .order_by(EvidenceKey.created_at, EvidenceKey.key_id)
+        )
+    )
+    superseded = next((k.created_at for k in rows if k.state == CURRENT and k.custody == SERVICE), None)
+    out = []
+    for k in rows:
+        seal_to = k.state == CURRENT or (k.custody == OFFLINE and k.state == PREVIOUS)
+        until = None if seal_to else (k.retired_at if k.state == RETIRED else superseded)
+        out.append(
+            EvidenceKeyPublic(
+                key_id=k.key_id,
+                public_key=k.public_key.hex(),
+                state=k.state,
+                custody=k.custody,
+                seal_to=seal_to,
+                valid_until=until,
+            )
+        )
+    return out
 
 
 @router.post("/enrol", response_model=EnrolResponse, responses=answers(BODY, ENROL_REFUSED))
@@ -85,5 +111,6 @@ def notices(_principal: AnyPrincipal, session: SessionDep) -> list[NoticePublic]
 
 @router.get("/keys", response_model=list[EvidenceKeyPublic], responses=AUTHENTICATED)
 def keys(_principal: AnyPrincipal, session: SessionDep) -> list[EvidenceKeyPublic]:
-    """Evidence public keys a device seals data keys to (rotation adds new ids; old ones stay readable)."""
+    """Evidence public keys: a device seals each recording's data key to every key with seal_to
+    (the current key, offline keys) and refreshes this list before each recording."""
     return evidence_keys(session)

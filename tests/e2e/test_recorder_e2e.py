@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import REPO, Deployment, cli_env, countersign
+from tests.conftest import REPO, Deployment, cli_env, countersign, free_port
 from tests.support.factories import tone
 
 PLAINTEXT_MAGIC = (b"RIFF", b"fLaC", b"OggS")
@@ -182,6 +183,9 @@ def test_full_spool_stops_cleanly_and_keeps_everything(deployment: Deployment, t
 
 def test_refuses_to_record_without_evidence_key(deployment: Deployment, tmp_path: Path) -> None:
     write_source(tmp_path / "in.wav", 2)
+    # A device that reaches its server refreshes its keys first (recorder.keys): this one cannot, and holds none.
+    config = json.loads((deployment.home / "device.json").read_text())
+    (deployment.home / "device.json").write_text(json.dumps({**config, "server": f"http://127.0.0.1:{free_port()}"}))
     (deployment.home / "evidence_keys.json").write_text("{}")
     result = record(deployment, tmp_path / "in.wav", check=False)
     assert result.returncode == 4

@@ -31,7 +31,7 @@ def enrol_sim_device(client: TestClient, admin_token: str, name: str, site: str)
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    keys = {k["key_id"]: bytes.fromhex(k["public_key"]) for k in body["evidence_keys"]}
+    keys = {k["key_id"]: bytes.fromhex(k["public_key"]) for k in body["evidence_keys"] if k.get("seal_to", True)}
     return SimDevice(body["device_id"], body["token"], key, keys)
 
 
