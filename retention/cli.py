@@ -98,6 +98,10 @@ def run_(
         typer.echo(f"waiting     deletion request {request_id}  {why}")
     if summary.requested_deletions:
         typer.echo(f"requested deletions carried out (grace period over): {len(summary.requested_deletions)}")
+    if summary.next_due is not None:
+        typer.echo(f"next due {summary.next_due:%Y-%m-%d %H:%M} UTC")
+    else:
+        typer.echo("next due: none (no other live recording has a deletion date)")
     verb = "would purge" if dry_run else "purged"
     count = len(summary.would_purge) if dry_run else len(summary.purged)
     typer.echo(
@@ -113,6 +117,9 @@ def run_(
 def status(
     data: DataDir,
     days: Annotated[int, typer.Option(min=0, max=36500, help="Look this many days ahead.")] = 30,
+    count: Annotated[
+        bool, typer.Option("--count", help="Also count the live recordings not yet due (a pass over the table).")
+    ] = False,
 ) -> None:
     """What is due now and what will expire in the next N days, by site and rule (held ones will not go)."""
     services = _services(data)
@@ -120,7 +127,12 @@ def status(
     due_now, lines = job.expiring(services, now, days)
     with services.sessions() as session:
         states = job.purge_states(session)
+        later = job.next_due(session, now)
+        not_due = job.count_not_due(session, now) if count else None
     typer.echo(f"as of {now:%Y-%m-%d %H:%M} UTC: {due_now} due now; recordings by state: {states}")
+    typer.echo(f"next due {later:%Y-%m-%d %H:%M} UTC" if later else "next due: none")
+    if not_due is not None:
+        typer.echo(f"not yet due {not_due[0]}, no deletion date {not_due[1]}")
     if not lines:
         typer.echo(f"nothing expires in the next {days} days")
         return

@@ -20,6 +20,14 @@ run can finish from (``Recording.purge_state``)::
    the hashes and a deletion record signed by the service key, delete the
    segment rows, write the audit entry.
 
+Each step works on a batch of recordings with set-based statements (one claim, one
+DELETE of the sealed keys, one executemany of tombstones, one batched audit append
+per transaction), so its cost in statements does not grow with the batch; step 2
+deletes several recordings' objects at once. What is committed before the objects
+are deleted is the shredding (keys gone, tombstones started, "shred" entries);
+what is committed after is the finalise. A crash in between leaves the batch
+"shredding", and a recording whose objects could not be deleted stays so alone.
+
 A run that finds a recording "shredding" resumes at step 2; the compare-and-set
 in steps 1 and 3 means two runs at once never shred or finalise one recording
 twice. ``crash_point`` lets tests kill the process between any two steps.
@@ -30,19 +38,21 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import nacl.exceptions
 import nacl.signing
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.core.audit import record_event
+from api.core.audit import record_events
 from api.core.models import Recording, SealedKey, Segment, iso
 from api.core.storage import BlobStore
 from api.core.storage.interface import ObjectHeld
@@ -53,7 +63,7 @@ from retention.decide import Decision, HoldFacts, Keep, Purge, RecordingFacts, c
 from retention.holds_sync import check_store_holds, object_keys
 from retention.models import Tombstone
 from retention.policy import Rule
-from retention.store import active_holds, facts_of, purge_state_is, rules_in_force
+from retention.store import FACT_COLUMNS, active_holds, facts_from_row, purge_state_is, rules_in_force
 
 SHREDDING, PURGED = "shredding", "purged"
 DELETION_RECORD_TYPE = "countersign/deletion-record"
@@ -66,6 +76,7 @@ CRASH_ENV = "COUNTERSIGN_TEST_CRASH_AFTER"  # "point" or "point:N": SIGKILL ours
 PAUSE_ENV = "COUNTERSIGN_TEST_PAUSE_AFTER"  # "point:seconds": sleep there, to widen a race window
 crash_hook: Callable[[str], None] | None = None  # in-process tests raise from here instead
 _crash_counts: Counter[str] = Counter()
+_crash_lock = threading.Lock()  # objects are deleted from several threads
 
 
 def crash_point(name: str) -> None:
@@ -80,8 +91,10 @@ def crash_point(name: str) -> None:
         return
     point, _, nth = wanted.partition(":")
     if point == name:
-        _crash_counts[name] += 1
-        if _crash_counts[name] >= int(nth or 1):
+        with _crash_lock:
+            _crash_counts[name] += 1
+            reached = _crash_counts[name] >= int(nth or 1)
+        if reached:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -154,8 +167,8 @@ def store_check(
     those whose objects the store still holds ({id: why}). They are not shredded: shredding them
     would destroy the only key to audio that the store keeps anyway (retention.holds_sync)."""
     rules, holds = rules_in_force(session), active_holds(session)
-    rows = session.scalars(select(Recording).where(Recording.id.in_(ids), purge_state_is(None))).all()
-    going = [r.id for r in rows if isinstance(_verdict(facts_of(r), rules, holds, now, early_reason), Purge)]
+    rows = session.execute(select(*FACT_COLUMNS).where(Recording.id.in_(ids), purge_state_is(None)))
+    going = [r.id for r in rows if isinstance(_verdict(facts_from_row(r), rules, holds, now, early_reason), Purge)]
     return check_store_holds(session, store, sorted(going))
 
 
@@ -176,61 +189,99 @@ def shred(
         return outcome
     _lock_holds(session)
     rules, holds = rules_in_force(session), active_holds(session)
-    rows = session.scalars(
-        select(Recording).where(Recording.id.in_(won)).execution_options(populate_existing=True)
+    rows = session.execute(
+        select(*FACT_COLUMNS, Recording.ended_at).where(Recording.id.in_(won)).order_by(Recording.id)
     ).all()
-    for recording in sorted(rows, key=lambda r: r.id):
-        facts = facts_of(recording)
+    key_ids: dict[str, list[str]] = {rid: [] for rid in won}
+    sealed = select(SealedKey.recording_id, SealedKey.key_id).where(SealedKey.recording_id.in_(won))
+    for rid, key_id in session.execute(sealed.order_by(SealedKey.recording_id, SealedKey.key_id)):
+        key_ids[rid].append(key_id)
+    keep: list[str] = []
+    tombstones: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for row in rows:
+        facts = facts_from_row(row)
         verdict = _verdict(facts, rules, holds, now, early_reason)
         if isinstance(verdict, Keep):
-            recording.purge_state = None  # un-claim: nobody else saw the claim, this transaction holds the lock
+            keep.append(row.id)
             if verdict.holds:
-                outcome.held[recording.id] = verdict.holds
+                outcome.held[row.id] = verdict.holds
             else:
-                outcome.kept[recording.id] = verdict.reason
+                outcome.kept[row.id] = verdict.reason
             continue
         reason, rule = verdict.reason, verdict.rule or None
-        key_ids = sorted(k.key_id for k in recording.sealed_keys)
-        session.add(
-            Tombstone(
-                recording_id=recording.id,
-                site_id=recording.site_id,
-                device_id=recording.device_id,
-                started_at=recording.started_at,
-                ended_at=recording.ended_at,
-                categories=sorted(facts.categories),
-                reason=reason,
-                rule=rule,
-                actor=actor,
-                sealed_key_ids=key_ids,
-                shredded_at=now,
-            )
+        tombstones.append(
+            {
+                "recording_id": row.id,
+                "site_id": row.site_id,
+                "device_id": row.device_id,
+                "started_at": row.started_at,
+                "ended_at": row.ended_at,
+                "categories": sorted(facts.categories),
+                "reason": reason,
+                "rule": rule,
+                "actor": actor,
+                "sealed_key_ids": key_ids[row.id],
+                "shredded_at": now,
+            }
         )
-        record_event(
-            session,
-            actor=actor,
-            action=Action.RECORDING_SHRED,
-            target=f"recording:{recording.id}",
-            purpose=early_reason,
-            detail={"reason": reason, "rule": rule, "sealed_keys": key_ids},
+        events.append(
+            {
+                "actor": actor,
+                "action": Action.RECORDING_SHRED,
+                "target": f"recording:{row.id}",
+                "purpose": early_reason,
+                "detail": {"reason": reason, "rule": rule, "sealed_keys": key_ids[row.id]},
+            }
         )
-        outcome.shredded.append(recording.id)
-    # The shredding itself: one statement for the batch, in the transaction that holds the claims.
-    session.execute(delete(SealedKey).where(SealedKey.recording_id.in_(outcome.shredded)))
-    for recording in rows:
-        session.expire(recording, ["sealed_keys"])
-    session.flush()
+        outcome.shredded.append(row.id)
+    if keep:  # un-claim: nobody else saw the claim, this transaction holds the lock
+        session.execute(
+            update(Recording).where(Recording.id.in_(keep)).values(purge_state=None),
+            execution_options={"synchronize_session": False},
+        )
+    if outcome.shredded:
+        # The shredding itself: one statement for the batch, in the transaction that holds the claims;
+        # then every tombstone in one executemany and every audit entry in one batched append.
+        session.execute(delete(SealedKey).where(SealedKey.recording_id.in_(outcome.shredded)))
+        session.execute(insert(Tombstone), tombstones)
+        record_events(session, events)
     return outcome
 
 
 # --------------------------------------------------------------------------- step 2: objects
 
 
+DELETE_WORKERS = 8  # recordings whose objects are deleted at once: unlinks and S3 requests wait on I/O
+
+
 def delete_objects(store: BlobStore, keys: Sequence[str]) -> None:
-    """Step 2. Missing objects are fine; any other error propagates and the recording stays "shredding"."""
+    """Step 2 for one recording. Missing objects are fine; any other error propagates and the
+    recording stays "shredding"."""
     for key in keys:
         store.delete(key)
         crash_point("object")
+
+
+def delete_all(store: BlobStore, keys: dict[str, list[str]]) -> dict[str, BaseException | None]:
+    """Step 2 for a batch: each recording's objects in turn, several recordings at once (the
+    store calls wait on the disk or the network, so threads overlap them). {id: its error or None}."""
+    if len(keys) <= 1:
+        outcome: dict[str, BaseException | None] = {}
+        for rid, its in keys.items():
+            try:
+                delete_objects(store, its)
+                outcome[rid] = None
+            except Exception as exc:
+                outcome[rid] = exc
+        return outcome
+    with ThreadPoolExecutor(max_workers=min(DELETE_WORKERS, len(keys)), thread_name_prefix="purge-delete") as pool:
+        futures: dict[str, Future[None]] = {rid: pool.submit(delete_objects, store, its) for rid, its in keys.items()}
+    found = {rid: future.exception() for rid, future in futures.items()}
+    for error in found.values():
+        if error is not None and not isinstance(error, Exception):
+            raise error  # a crash injected by a test (or an interrupt): as it would be without threads
+    return found
 
 
 # --------------------------------------------------------------------------- step 3: finalise
@@ -249,42 +300,62 @@ def verify_deletion_record(record: dict[str, Any], signature: bytes, public_key:
 
 
 def finalise(session: Session, ids: Sequence[str], *, now: datetime, key: nacl.signing.SigningKey) -> list[str]:
-    """Step 3, in the caller's transaction: returns the recordings this caller completed."""
+    """Step 3, in the caller's transaction: returns the recordings this caller completed.
+
+    Set-based: the rows are read in three queries, every tombstone is completed in one
+    executemany UPDATE, the segment rows go in one DELETE and the audit entries in one append.
+    """
     won = claim(session, ids, SHREDDING, PURGED)
     if not won:
         return won
-    fresh = {"populate_existing": True}
     recordings = {
-        r.id: r for r in session.scalars(select(Recording).where(Recording.id.in_(won)), execution_options=fresh)
+        r.id: r
+        for r in session.execute(
+            select(Recording.id, Recording.header, Recording.head_hash).where(Recording.id.in_(won))
+        )
     }
-    tombs = {t.recording_id: t for t in session.scalars(select(Tombstone).where(Tombstone.recording_id.in_(won)))}
-    segments: dict[str, list[Segment]] = {rid: [] for rid in won}
-    for seg in session.scalars(select(Segment).where(Segment.recording_id.in_(won)).order_by(Segment.index)):
-        segments[seg.recording_id].append(seg)
+    tomb_columns = [getattr(Tombstone, c) for c in _TOMB_COLUMNS]
+    tombs = {t.recording_id: t for t in session.execute(select(*tomb_columns).where(Tombstone.recording_id.in_(won)))}
+    segments: dict[str, list[tuple[bytes, int]]] = {rid: [] for rid in won}
+    query = select(Segment.recording_id, Segment.ciphertext_sha256, Segment.size).where(Segment.recording_id.in_(won))
+    for rid, digest, size in session.execute(query.order_by(Segment.recording_id, Segment.index)):
+        segments[rid].append((digest, size))
+    updates: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
     for rid in won:
         recording, tomb = recordings.get(rid), tombs.get(rid)
         if recording is None or tomb is None:  # shredding always writes both, in one transaction
             raise RuntimeError(f"recording {rid} is being purged but has no tombstone")
-        _complete_tombstone(session, tomb, recording, segments[rid], now, key)
+        values, event = _complete_tombstone(tomb, recording, segments[rid], now, key)
+        updates.append(values)
+        events.append(event)
+    session.execute(update(Tombstone), updates)  # bulk UPDATE by primary key (executemany)
     session.execute(delete(Segment).where(Segment.recording_id.in_(won)))
-    session.flush()
+    record_events(session, events)
     return won
 
 
+_TOMB_COLUMNS = (
+    "recording_id",
+    "site_id",
+    "device_id",
+    "started_at",
+    "ended_at",
+    "categories",
+    "reason",
+    "rule",
+    "actor",
+    "sealed_key_ids",
+    "shredded_at",
+)
+
+
 def _complete_tombstone(
-    session: Session,
-    tomb: Tombstone,
-    recording: Recording,
-    segments: list[Segment],
-    now: datetime,
-    key: nacl.signing.SigningKey,
-) -> None:
-    digest = hashlib.sha256(b"".join(s.ciphertext_sha256 for s in segments)).digest()
-    tomb.purged_at = now
-    tomb.segment_count = len(segments)
-    tomb.bytes_total = sum(s.size for s in segments)
-    tomb.head_hash = recording.head_hash
-    tomb.ciphertext_digest = digest
+    tomb: Any, recording: Any, segments: list[tuple[bytes, int]], now: datetime, key: nacl.signing.SigningKey
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The completed tombstone's new values and its audit entry (the deletion record signed by the service key)."""
+    digest = hashlib.sha256(b"".join(d for d, _ in segments)).digest()
+    total = sum(size for _, size in segments)
     record = {
         "type": DELETION_RECORD_TYPE,
         "version": DELETION_RECORD_VERSION,
@@ -302,23 +373,33 @@ def _complete_tombstone(
         "purged_at": iso(now),
         "header_sha256": header_hash(recording.header).hex(),
         "segment_count": len(segments),
-        "bytes": tomb.bytes_total,
+        "bytes": total,
         "head_hash": recording.head_hash.hex(),
         "ciphertext_sha256_digest": digest.hex(),
     }
-    tomb.record, tomb.signature = record, _sign(key, record)
-    record_event(
-        session,
-        actor=tomb.actor,
-        action=Action.RECORDING_PURGE,
-        target=f"recording:{recording.id}",
-        detail={
+    signature = _sign(key, record)
+    values = {
+        "recording_id": recording.id,
+        "purged_at": now,
+        "segment_count": len(segments),
+        "bytes_total": total,
+        "head_hash": recording.head_hash,
+        "ciphertext_digest": digest,
+        "record": record,
+        "signature": signature,
+    }
+    event = {
+        "actor": tomb.actor,
+        "action": Action.RECORDING_PURGE,
+        "target": f"recording:{recording.id}",
+        "detail": {
             "rule": tomb.rule,
             "segments": len(segments),
             "record_sha256": hashlib.sha256(canonical_json(record)).hexdigest(),
-            "signature": tomb.signature.hex(),
+            "signature": signature.hex(),
         },
-    )
+    }
+    return values, event
 
 
 # --------------------------------------------------------------------------- all three, for a few recordings
@@ -339,13 +420,14 @@ def complete(
     ready = []
     with sessions() as session:
         keys = object_keys(session, ids)
+    failed = delete_all(store, {rid: keys[rid] for rid in ids})
     for rid in ids:
-        try:
-            delete_objects(store, keys[rid])
+        exc = failed[rid]
+        if exc is None:
             ready.append(rid)
-        except ObjectHeld as exc:  # held after shredding (placed by hand meanwhile): say so, retry next run
+        elif isinstance(exc, ObjectHeld):  # held after shredding (placed by hand meanwhile): say so, retry next run
             errors[rid] = f"deleting objects: the object store holds {exc.key} under a legal hold ({exc})"
-        except Exception as exc:  # reported; the recording stays "shredding" for the next run
+        else:  # reported; the recording stays "shredding" for the next run
             errors[rid] = f"deleting objects: {exc}"
     crash_point("objects")
     with sessions() as session, session.begin():
