@@ -10,16 +10,17 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import key_custody
+from api import key_custody, recovery
 from api.cli import DataDir, settings_for
 from api.core.keys import KeyFileError
 from api.core.settings import SettingsError
 from api.errors import DatabaseUnavailable, NotConfigured, fail
+from evidence import recovery as offline
 from evidence.errors import CountersignError
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Evidence key custody: list, rotate, retire, rewrap and destroy keys; change the key passphrase.",
+    help="Evidence key custody: list, rotate, retire, rewrap, destroy keys; the passphrase; offline recovery.",
 )
 
 KeyId = Annotated[str, typer.Argument(help="Evidence key id (see 'countersign keys list').")]
@@ -125,3 +126,88 @@ def passphrase(
         new = key_custody.read_new_passphrase(new_passphrase_file)
         changed = key_custody.change_passphrase(settings, new, say)
     typer.echo(f"{len(changed)} key files re-encrypted; set COUNTERSIGN_KEY_PASSPHRASE to the new one and restart")
+
+
+# --- offline recovery keys (api.recovery; the key itself: `countersign recovery generate`) ----------------
+
+
+@app.command("add-offline")
+def add_offline(
+    data: DataDir,
+    public_file: Annotated[
+        Path, typer.Argument(help="The recovery-ID.public.json 'countersign recovery generate' wrote.")
+    ],
+) -> None:
+    """Register an offline recovery key: devices then seal every new recording to it too (audited)."""
+    settings = settings_for(data)
+    with _one_line(), key_custody.open_custody(settings) as custody:
+        kid, old = recovery.add_offline(custody, public_file)
+    typer.echo(f"offline key {kid} registered: devices seal new recordings to it from their next recording")
+    if old:
+        typer.echo(f"{old} is now a previous offline key (still sealed to: 'countersign keys retire {old}' stops it)")
+
+
+@app.command()
+def recover(
+    recording_id: Annotated[str, typer.Argument(help="The recording to read.")],
+    offline_key: Annotated[Path, typer.Option(help="The offline recovery key file (recovery-ID.key).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Audio file to write (.flac or .wav).")],
+    reason: Annotated[str, typer.Option(help="Why it is read: goes into the signed recovery record.")],
+    operator: Annotated[str, typer.Option(help="Who reads it: goes into the signed recovery record.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="A backup of the data directory: its SQLite database and, unless --store, its objects/."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="The database backup (SQLAlchemy URL), instead of --data.")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="The object store: a folder (a copy of DATA/objects) or s3://BUCKET/PREFIX.")
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="S3 endpoint (MinIO, ...); credentials: the AWS chain.")
+    ] = None,
+    s3_region: Annotated[str, typer.Option(help="S3 region.")] = "us-east-1",
+    passphrase_file: Annotated[
+        Path | None, typer.Option(help="File whose first line is the recovery key passphrase (else it is asked for).")
+    ] = None,
+) -> None:
+    """Read a recording WITHOUT the service: the offline key, a database backup and the object store.
+
+    Verifies the device's signatures, the chain and every hash, writes the audio (and nothing if a
+    check fails) and OUTPUT.recovery.json, a record signed with the recovery key: import it with
+    'countersign keys import-recovery' once the service is back (the read is then in the audit log).
+    """
+    with _one_line():
+        if database_url is None and data is None:
+            raise key_custody.KeyUsageError("give --data DIR (a backup of the data directory) or --database-url")
+        if store is None and data is None:
+            raise key_custody.KeyUsageError("give --store (the object store) with --database-url")
+        url = database_url or f"sqlite:///{(Path(str(data)) / 'countersign.db').resolve()}"
+        blobs = recovery.open_store(store or str(Path(str(data)) / "objects"), s3_endpoint_url, s3_region)
+        if passphrase_file is not None:
+            passphrase = offline.read_passphrase_file(passphrase_file)
+        else:
+            passphrase = typer.prompt("recovery key passphrase", hide_input=True).encode()
+        key = offline.read_private_file(offline_key, passphrase)
+        done = recovery.recover(url, blobs, key, recording_id, output, operator=operator, reason=reason)
+    typer.echo(
+        f"recovered {done.segments} segments ({done.frames} frames) to {done.output} (sha256 {done.output_sha256})"
+    )
+    typer.echo(f"recovery record: {done.record}: import it with 'countersign keys import-recovery' on the server")
+
+
+@app.command("import-recovery")
+def import_recovery(
+    data: DataDir,
+    record_file: Annotated[Path, typer.Argument(help="The OUTPUT.recovery.json 'countersign keys recover' wrote.")],
+) -> None:
+    """Put an offline recovery into the audit log: its signature is checked against the registered key."""
+    settings = settings_for(data)
+    with _one_line(), key_custody.open_custody(settings) as custody:
+        done = recovery.import_recovery(custody, record_file)
+    if done.already:
+        typer.echo(f"already imported: audit entry {done.seq} (record {done.record_sha256[:16]})")
+    else:
+        typer.echo(f"imported as audit entry {done.seq} for recording {done.recording_id}")
+    typer.echo(f"compared with the service's log: {done.log_check}")

@@ -29,7 +29,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "keys": (
         "api.keys_cli",
         "server",
-        "Evidence key custody: list, rotate, retire, rewrap and destroy keys; change the key passphrase.",
+        "Evidence key custody: list, rotate, retire, rewrap, destroy keys; the passphrase; offline recovery.",
+    ),
+    "recovery": (
+        "client.recovery",
+        "client",
+        "The offline recovery key: generate it on an offline machine; restore it from its paper backup.",
     ),
     "recorder": ("recorder.cli", "recorder", "The counter agent: enrol a device, record with consent, upload."),
     "admin": ("client.admin", "client", "Administration: sites, users, devices (admins cannot read evidence)."),

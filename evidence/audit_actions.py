@@ -65,3 +65,5 @@ class Action(StrEnum):
     KEY_DROP_SEALED = "keys:evidence:drop-sealed"  # rewrapped recordings' data keys sealed to retired keys deleted
     KEY_DESTROY = "keys:evidence:destroy"  # a retired key's sealed data keys and private key file removed
     KEY_PASSPHRASE = "keys:passphrase:change"  # every key file re-encrypted under a new passphrase
+    KEY_OFFLINE_ADD = "keys:offline:add"  # an offline recovery key registered: devices seal to it too
+    KEY_RECOVERY_IMPORT = "keys:recovery:import"  # a signed record of a recording read offline, without the service

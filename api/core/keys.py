@@ -55,18 +55,29 @@ PASSPHRASE_JOURNAL = "passphrase-change.json"
 
 
 class SealedOnlyToRetired(EvidenceError):
-    """Refused: the recording's data key is sealed only to evidence keys no longer in use"""
+    """Refused: the recording's data key is sealed to no service evidence key in use"""
 
 
 def check_sealed_to(session: Session, key_ids: Iterable[str]) -> None:
     """Refuse (422, through the app's EvidenceError handler) a new recording none of whose sealed
-    keys names a current or previous evidence key: audio sealed only to retired or destroyed keys."""
+    keys names a current or previous *service-held* evidence key: audio sealed only to retired or
+    destroyed keys, or only to offline keys. Sealing to offline keys as well is welcome (that is
+    what devices do once one is registered), but the service must be able to read what it keeps:
+    offline-only sealing is for zero-knowledge mode, which does not exist yet."""
     wanted = sorted(set(key_ids))
-    query = select(EvidenceKey.key_id, EvidenceKey.state).where(EvidenceKey.key_id.in_(wanted))
-    states: dict[str, str] = {kid: state for kid, state in session.execute(query)}
-    if any(states.get(kid) in ACCEPTED_STATES for kid in wanted):
+    query = select(EvidenceKey.key_id, EvidenceKey.state, EvidenceKey.custody).where(EvidenceKey.key_id.in_(wanted))
+    found: dict[str, tuple[str, str]] = {kid: (state, custody) for kid, state, custody in session.execute(query)}
+    if any(found.get(kid, ("", ""))[0] in ACCEPTED_STATES and found[kid][1] == SERVICE for kid in wanted):
         return
-    named = ", ".join(f"{kid} ({states.get(kid, 'unknown')})" for kid in wanted) or "none"
+    named = (
+        ", ".join(
+            f"{kid} ({found[kid][0]}{', offline' if found[kid][1] == OFFLINE else ''})"
+            if kid in found
+            else f"{kid} (unknown)"
+            for kid in wanted
+        )
+        or "none"
+    )
     raise SealedOnlyToRetired(
         f"sealed to {named}; the device must fetch GET /v1/keys and seal to the current evidence key"
     )

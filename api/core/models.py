@@ -123,6 +123,9 @@ class EvidenceKey(Base):
     # destroyed; destroyed: private key file gone (api.core.keys, api.key_custody).
     state: Mapped[str] = mapped_column(String(16), default="current")
     custody: Mapped[str] = mapped_column(String(16), default="service")  # service | offline (no private half here)
+    # An offline key's Ed25519 recovery verify key: it signs the recovery records of reads made with the
+    # offline key without the service (`countersign keys import-recovery` checks them against it).
+    recovery_verify_key: Mapped[bytes | None]
     retired_at: Mapped[datetime | None]
     destroyed_at: Mapped[datetime | None]
 
