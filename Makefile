@@ -9,7 +9,7 @@ PORT   ?= 8000
 # unless you set COUNTERSIGN_ENV=production and COUNTERSIGN_KEY_PASSPHRASE.
 export COUNTERSIGN_ENV ?= development
 
-.PHONY: help install install-dev up demo test lint typecheck pytest pytest-pg bench clean
+.PHONY: help install install-dev up demo test lint typecheck pytest pytest-pg bench soak clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@ $(VENV)/.installed-server
 
-install: $(VENV)/.installed-server ## Install what a server needs: libsndfile1 + a virtualenv with .[server,client]
+install: $(VENV)/.installed-server ## Install what a server needs: libsndfile1, the report font + a virtualenv with .[server,client]
 
 install-dev: $(VENV)/.installed-dev ## Install everything for development and tests: all Debian packages + .[dev]
 
@@ -73,6 +73,9 @@ bench: install-dev ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.audit_proof
 	$(BIN)/python -m bench.export
 	$(BIN)/python -m bench.startup
+
+soak: install-dev ## Soak: 500 devices recording for 10 minutes against one service (~13 min; figures, not a test)
+	$(BIN)/python -m bench.soak
 
 clean: ## Remove the virtualenv and caches (never touches DATA)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

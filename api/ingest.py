@@ -150,7 +150,7 @@ def _start_day(session: Session, device_id: str, day: date, size: int) -> bool:
     values = {"device_id": device_id, "day": day, "uploaded_bytes": size, "uploads": 1}
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     first = insert(DeviceUsage).values(**values).on_conflict_do_nothing().returning(DeviceUsage.uploads)
-    return session.execute(first).first() is not None  # (rowcount is -1 here on psycopg)
+    return session.connection().execute(first).first() is not None  # (rowcount is -1 here on psycopg)
 
 
 def charge_upload(session: Session, device_id: str, size: int, quotas: Quotas, what: str) -> None:
@@ -167,13 +167,13 @@ def charge_upload(session: Session, device_id: str, size: int, quotas: Quotas, w
     key = (DeviceUsage.device_id == device_id, DeviceUsage.day == day)
 
     def bump() -> bool:
-        moved = session.execute(
+        moved = session.connection().execute(
             update(DeviceUsage)
             .where(*key, DeviceUsage.uploaded_bytes + size <= quotas.bytes_per_day)
             .values(uploaded_bytes=DeviceUsage.uploaded_bytes + size, uploads=DeviceUsage.uploads + 1)
             .execution_options(synchronize_session=False)
         )
-        changed: int = moved.rowcount  # type: ignore[attr-defined]
+        changed: int = moved.rowcount
         return changed == 1
 
     if bump():
@@ -375,7 +375,10 @@ def add_segment(
     rid = str(recording_id)
     ciphertext_sha256 = hashlib.sha256(up.body).digest()
     now = utcnow()
-    row = session.execute(_UPLOAD_STATE, {"rid": rid, "index": up.index, "day": _utc_day(now)}).first()
+    # Core execution on the session's connection and transaction (no ORM compile step): every
+    # statement of an upload below is a Core statement, and no ORM object is pending to autoflush.
+    connection = session.connection()
+    row = connection.execute(_UPLOAD_STATE, {"rid": rid, "index": up.index, "day": _utc_day(now)}).first()
     if row is None or row.device_id != device.id:
         _not_ours(session, device.id, rid, None if row is None else row.device_id)
     if row.ciphertext_sha256 is not None:
@@ -428,11 +431,11 @@ def add_segment(
         "received_at": now,
     }
     try:
-        session.execute(_INSERT_SEGMENT, segment)
+        connection.execute(_INSERT_SEGMENT, segment)
     except DBIntegrityError as exc:
         raise _reject(409, f"segment {up.index} was stored concurrently; retry") from exc
     # Compare-and-set on the chain head, so two racing uploads of one index cannot both win.
-    moved = session.execute(
+    moved = connection.execute(
         _MOVE_CHAIN,
         {
             "rid": rid,
@@ -444,7 +447,7 @@ def add_segment(
             "ended": now if up.final else None,
         },
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]
+    if moved.rowcount != 1:
         raise _reject(409, f"segment {up.index} raced another upload; retry")
     record_event(
         session,

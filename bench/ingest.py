@@ -75,6 +75,7 @@ POOL = 24  # distinct FLAC plaintexts, cycled through the segments
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BACKENDS = ("sqlite-fs", "postgres-s3")
 PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
+OPEN_RECORDINGS = 10_000  # COUNTERSIGN_MAX_OPEN_RECORDINGS for the bench's servers (see Backend.server)
 
 
 # --------------------------------------------------------------------------- servers
@@ -311,7 +312,11 @@ class Backend:
         port = free_port()
         argv = [sys.executable, "-m", "countersign", "server", "run", "--data", str(self.data), "--port", str(port)]
         argv += ["--workers", str(workers)]
-        return Server(f"countersign {self.name}", argv, port, self.work / "countersign.log", self.env, workers)
+        # The bench reuses its devices across measurements and worker counts, and leaves each recording
+        # open (a fresh one per measurement): the per-device open-recording quota (default 4) would
+        # refuse the fifth with 429. The quota is not what is measured, so it is raised here.
+        env = {**self.env, "COUNTERSIGN_MAX_OPEN_RECORDINGS": str(OPEN_RECORDINGS)}
+        return Server(f"countersign {self.name}", argv, port, self.work / "countersign.log", env, workers)
 
     def monitors(self) -> dict[str, Callable[[], dict[int, float]]]:
         """Per-process CPU snapshots taken around each measurement besides the server's own."""

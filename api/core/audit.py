@@ -78,7 +78,11 @@ def record_event(
     entries it re-checks are committed and no append waits on the re-check. Returns the entry
     (not attached to the session).
     """
-    head = session.execute(_BUMP).one_or_none()
+    if session.autoflush:  # what session.execute would do first: pending ORM changes precede the entry
+        session.flush()
+    # The session's own connection and transaction, but Core execution: no ORM compile step per statement.
+    connection = session.connection()
+    head = connection.execute(_BUMP).one_or_none()
     if head is None:
         raise RuntimeError("audit log has no head row: run 'countersign server init'")
     seq, prev, checkpoint_seq, checkpoint_at = head
@@ -97,8 +101,8 @@ def record_event(
     leaf = entry_hash({**fields, "at": timestamp(now)})
     link = chain_hash(prev, leaf)
     seal = policy.seal(link) if policy is not None else b""
-    session.execute(insert(AccessLog), {**fields, "entry_hash": leaf, "chain_hash": link, "seal": seal})
-    session.execute(_MOVE_HEAD, {"link": link})
+    connection.execute(_INSERT_ENTRY, {**fields, "entry_hash": leaf, "chain_hash": link, "seal": seal})
+    connection.execute(_MOVE_HEAD, {"link": link})
     if policy is not None and _due(policy, seq, checkpoint_seq, checkpoint_at, now):
         _checkpoint_after_commit(session)
     return AccessLog(**fields, entry_hash=leaf, chain_hash=link, seal=seal)
@@ -117,6 +121,7 @@ _MOVE_HEAD = (
     .values(chain_hash=bindparam("link"))
     .execution_options(synchronize_session=False)
 )
+_INSERT_ENTRY = insert(AccessLog)
 
 
 def _due(policy: CheckpointPolicy, seq: int, checkpoint_seq: int, checkpoint_at: datetime, now: datetime) -> bool:

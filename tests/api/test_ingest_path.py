@@ -10,8 +10,11 @@ verifiable chain and a Merkle tree head for every checkpoint.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import httpx
+import nacl.signing
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -24,7 +27,7 @@ from api.core.models import AccessLog, AuditCheckpoint, AuditHead
 from api.core.services import Services
 from api.core.settings import Settings
 from evidence.audit_log import verify_export
-from tests.conftest import World, bearer
+from tests.conftest import Deployment, World, bearer
 from tests.support.factories import SimRecording
 
 # Per new segment: the token (1), everything the upload checks (1), the legal-hold lookup (1), the
@@ -122,3 +125,56 @@ def test_concurrent_uploads_keep_one_gap_free_chain(
     report = verify_export(reply.text.splitlines(), bytes.fromhex(initialised.service_public_key))
     assert report.ok, report.problems
     assert report.last_checkpoint == report.last_seq
+
+
+def test_parallel_admin_and_enrolment_calls_never_hang(deployment: Deployment) -> None:
+    """16 threads of admin calls and enrolments at once through a real server (uvicorn) all finish.
+
+    A soak run once hung enrolment with 8 concurrent admin calls in the SQLite writer queue; a hang
+    here fails within the bound (each request has a timeout, the whole run a deadline).
+    """
+    threads, rounds = 16, 3
+    url, admin = deployment.server.url, deployment.admin_token
+    failures: list[str] = []
+    done: list[int] = []
+    go = threading.Barrier(threads)
+
+    def admin_work(n: int) -> None:
+        with httpx.Client(base_url=url, headers=bearer(admin), timeout=20) as api:
+            go.wait()
+            for r in range(rounds):
+                try:
+                    made = api.post("/v1/devices", json={"name": f"par-{n}-{r}", "site": "tokyo"})
+                    if made.status_code != 201:
+                        failures.append(f"device {n}/{r}: {made.status_code} {made.text}")
+                        continue
+                    key = nacl.signing.SigningKey.generate()
+                    enrolled = httpx.post(
+                        f"{url}/v1/enrol",
+                        json={"code": made.json()["enrolment_code"], "public_key": bytes(key.verify_key).hex()},
+                        timeout=20,
+                    )
+                    if enrolled.status_code != 200:
+                        failures.append(f"enrol {n}/{r}: {enrolled.status_code} {enrolled.text}")
+                    user = api.post("/v1/users", json={"name": f"par-{n}-{r}", "role": "auditor", "sites": []})
+                    if user.status_code != 201:
+                        failures.append(f"user {n}/{r}: {user.status_code} {user.text}")
+                    device_id = made.json()["id"]
+                    for step in ("disable", "enable"):
+                        changed = api.post(f"/v1/devices/{device_id}/{step}", json={"reason": "parallel check"})
+                        if changed.status_code != 200:
+                            failures.append(f"{step} {n}/{r}: {changed.status_code} {changed.text}")
+                    if api.get("/v1/devices").status_code != 200:
+                        failures.append(f"list {n}/{r}")
+                except httpx.HTTPError as exc:  # a timeout is a hang
+                    failures.append(f"{n}/{r}: {type(exc).__name__} {exc}")
+        done.append(n)
+
+    workers = [threading.Thread(target=admin_work, args=(n,), daemon=True) for n in range(threads)]
+    deadline = time.monotonic() + 120
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=max(0.1, deadline - time.monotonic()))
+    assert len(done) == threads, f"{threads - len(done)} threads still waiting after 120 s: {failures}"
+    assert not failures, failures
