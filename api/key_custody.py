@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import nacl.public
-from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy import ColumnElement, delete, exists, func, insert, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from api.core.audit import record_event
@@ -171,9 +171,14 @@ def rotate(custody: Custody) -> tuple[str, str | None]:
     return kid, old_id
 
 
-def _needing_rewrap(session: Session, key_id: str, current: str) -> int:
-    """Live recordings sealed to key_id and not to the current key."""
-    other = aliased(SealedKey)
+OTHER = aliased(SealedKey)  # another sealed key of the same recording, in the counts below
+
+
+def _live_sealed_to(session: Session, key_id: str, unless: ColumnElement[bool]) -> int:
+    """Live recordings sealed to key_id that have no other sealed key matching `unless`.
+
+    `unless` is a condition on the aliased SealedKey `OTHER` (another row of the same recording).
+    """
     return int(
         session.scalar(
             select(func.count())
@@ -182,11 +187,16 @@ def _needing_rewrap(session: Session, key_id: str, current: str) -> int:
             .where(
                 SealedKey.key_id == key_id,
                 Recording.purge_state.is_(None),
-                ~exists().where(other.recording_id == SealedKey.recording_id, other.key_id == current),
+                ~exists().where(OTHER.recording_id == SealedKey.recording_id, unless),
             )
         )
         or 0
     )
+
+
+def _needing_rewrap(session: Session, key_id: str, current: str) -> int:
+    """Live recordings sealed to key_id and not to the current key."""
+    return _live_sealed_to(session, key_id, OTHER.key_id == current)
 
 
 def retire(custody: Custody, key_id: str) -> int:
@@ -388,20 +398,7 @@ def drop_retired_sealed(custody: Custody, current: str) -> int:
 
 def sealed_only_to(session: Session, key_id: str) -> int:
     """Live recordings whose data key is sealed to key_id and to no other key."""
-    other = aliased(SealedKey)
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(SealedKey)
-            .join(Recording, Recording.id == SealedKey.recording_id)
-            .where(
-                SealedKey.key_id == key_id,
-                Recording.purge_state.is_(None),
-                ~exists().where(other.recording_id == SealedKey.recording_id, other.key_id != key_id),
-            )
-        )
-        or 0
-    )
+    return _live_sealed_to(session, key_id, OTHER.key_id != key_id)
 
 
 def destroy(custody: Custody, key_id: str) -> int:
