@@ -33,6 +33,37 @@ INCIDENT = RECORDINGS + "/{recording_id}/incident"
 ENROL = "/v1/enrol"
 KEYS = "/v1/keys"
 
+# Help alerts and the device's check-in (the counter kiosk; api/alerts on the service side).
+#   POST ALERTS       device: {"kind": "help" | "incident", "recording_id": str | null, "category": str | null}
+#                     -> 201 ALERT_VIEW
+#   GET  ALERT        the device that raised it, or an officer of its site -> ALERT_VIEW
+#   POST ALERT_ACK    an officer of its site: {"message": "Sato is coming"} -> ALERT_VIEW
+#   GET  ALERTS       officers: the alerts of their sites, newest first (?state=open|escalated|acknowledged)
+#   GET  ALERT_STREAM officers: server-sent events, one `alert` event per ALERT_VIEW change
+#   POST HEARTBEAT    device: {"clock": ISO 8601, "spool_used_bytes": int, "spool_max_bytes": int,
+#                     "unsent_segments": int} -> {"server_time": ISO 8601, "skew_seconds": float}
+#   GET  DEVICE_SETTINGS device: {"site": str, "incident_categories": [{"code", "ja", "en"}],
+#                     "incident_alerts": bool, "escalate_after_seconds": int}
+ALERTS = "/v1/alerts"
+ALERT = ALERTS + "/{alert_id}"
+ALERT_ACK = ALERT + "/ack"
+ALERT_STREAM = ALERTS + "/stream"
+HEARTBEAT = "/v1/device/heartbeat"
+DEVICE_SETTINGS = "/v1/device/settings"
+ALERT_KINDS = ("help", "incident")
+# open: the first tier was notified; escalated: a later tier was, nobody has acknowledged yet.
+ALERT_STATES = ("open", "escalated", "acknowledged")
+# ALERT_VIEW: {"id", "kind", "site", "device_id", "device_name", "recording_id", "category", "state",
+#   "tier", "created_at", "escalated_at", "acknowledged_at", "acknowledged_by", "message"}
+
+
+def alert_path(alert_id: uuid.UUID | str) -> str:
+    return ALERT.format(alert_id=alert_id)
+
+
+def alert_ack_path(alert_id: uuid.UUID | str) -> str:
+    return ALERT_ACK.format(alert_id=alert_id)
+
 
 def segment_path(recording_id: uuid.UUID | str, index: int) -> str:
     return SEGMENT.format(recording_id=recording_id, index=index)

@@ -5,14 +5,15 @@
 #   install-system-deps.sh recorder  PortAudio (capture) and libsndfile (FLAC) for a counter PC
 #   install-system-deps.sh [dev]     everything: the above, plus PulseAudio + espeak-ng + sox for
 #                                    the real-audio tests and the demo, poppler-utils (pdftotext for
-#                                    the report tests) (the default: `make test`)
+#                                    the report tests), chromium + chromium-driver (the kiosk
+#                                    and console browser tests) (the default: `make test`)
 # The officer's laptop (`countersign[client]`) needs no Debian package.
 set -euo pipefail
 role="${1:-dev}"
 case "$role" in
   server) packages=(libsndfile1 fonts-ipafont-gothic) ;;
   recorder) packages=(libportaudio2 libsndfile1) ;;
-  dev) packages=(libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox fonts-ipafont-gothic poppler-utils) ;;
+  dev) packages=(libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox fonts-ipafont-gothic poppler-utils chromium chromium-driver) ;;
   *)
     echo "usage: $0 [server|recorder|dev]   (default: dev)" >&2
     exit 2

@@ -46,7 +46,7 @@ SERVER_DISTS: tuple[str, ...] = (
     "botocore",
     "psycopg",
 )
-SERVER_DISTS += ("psycopg-binary", "pydantic-settings", "prometheus-client")
+SERVER_DISTS += ("psycopg-binary", "pydantic-settings", "prometheus-client", "fastapi-offline")
 AUDIO_DISTS = ("sounddevice", "numpy", "soundfile")
 
 

@@ -7,7 +7,7 @@ and then checks that nobody's recordings were destroyed.
 
 Bounded for CI: a few examples per operation and mode (positive and negative data), no
 example database, derandomized, so a run is reproducible and takes well under a minute
-or two. Nothing is skipped: /docs, /redoc and /openapi.json are not operations of the
+or two. Nothing is skipped: /docs, its assets and /openapi.json are not operations of the
 document (FastAPI leaves them out of it), so schemathesis never sees them.
 """
 
