@@ -1,0 +1,406 @@
+"""The console's routes under /console: sign-in and sign-out, officers' search, recording, listening, holds.
+
+Each page opens its own database session, finds the signed-in user from the cookie (else a
+redirect to the sign-in page), and calls the API's own route functions with that user as the
+principal (list_evidence, show_evidence, create_hold, release_hold, recording_in_scope), so
+scope checks, refusals and audit entries are exactly the API's. Officers only, for now: an admin
+or auditor gets a 403 page (logged) on every officer page, and never a byte of audio.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.console import accounts, csrf, listen, render, sessions
+from api.console.csrf import CsrfRefused, Form
+from api.console.sessions import ConsoleUser
+from api.core.audit import record_event
+from api.core.deps import ServicesDep, client_address, deny, live, recording_in_scope, stranger_failed
+from api.core.models import AccessLog, NoticeRow, Recording
+from api.core.services import Services
+from api.retrieval import audio_state, prepare_audio, verify_recording_chain
+from api.routes.audit import with_actor_names
+from api.routes.evidence import list_evidence, show_evidence
+from evidence import audio
+from evidence.audit_actions import Action
+from evidence.errors import IntegrityError, NoAudio
+from retention.decide import covering_holds
+from retention.lifecycle import shown_status
+from retention.models import Hold
+from retention.routes.holds import create_hold, release_hold
+from retention.schemas import HoldCreate, HoldRelease
+from retention.store import active_holds, facts_of
+
+PREFIX = "/console"
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+STATIC = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+SEARCH_LIMIT = 100
+STATUSES = ("open", "complete", "interrupted", "objected")
+
+
+class SignInNeeded(Exception):
+    pass
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, user: ConsoleUser | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.user = status, message, user
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def signed_in(session: Session, request: Request) -> ConsoleUser:
+    user = sessions.current(session, request)
+    session.commit()  # an expired session's deletion, or the idle clock's touch
+    if user is None:
+        raise SignInNeeded()
+    return user
+
+
+def officer(services: Services, request: Request, user: ConsoleUser) -> ConsoleUser:
+    if user.principal.role != "officer":
+        why = f"role {user.principal.role} may not do this"
+        deny(services, request, 403, why, user.principal.actor)  # logged like the API's refusals
+        raise Refused(403, f"This page is for officers; a {user.principal.role} may not open it.", user)
+    return user
+
+
+def checked(services: Services, request: Request, user: ConsoleUser, form: dict[str, str]) -> None:
+    try:
+        csrf.check(user.csrf, form)
+    except CsrfRefused as exc:
+        deny(services, request, 403, "console form without a valid CSRF token", user.principal.actor)
+        raise Refused(403, str(exc), user) from exc
+
+
+@contextmanager
+def as_page(user: ConsoleUser) -> Iterator[None]:
+    """The API's refusals (HTTPException, a body that fails its schema) as the console's error page."""
+    try:
+        yield
+    except HTTPException as exc:
+        raise Refused(exc.status_code, str(exc.detail), user) from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise Refused(422, problems, user) from exc
+
+
+def see_other(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def _day(value: str | None, field: str, user: ConsoleUser) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time(), tzinfo=render.ZONE)
+    except ValueError as exc:
+        raise Refused(422, f"{field}: a date such as 2026-04-01", user) from exc
+
+
+# --------------------------------------------------------------------------- sign-in, sign-out, home
+
+
+@router.get("")
+def home(request: Request, services: ServicesDep) -> Response:
+    with services.sessions() as session:
+        user = sessions.current(session, request)
+        session.commit()
+    if user is None:
+        return see_other(f"{PREFIX}/sign-in")
+    return render.page("home.html", user=user)
+
+
+@router.get("/sign-in")
+def sign_in_page(request: Request, services: ServicesDep) -> Response:
+    token = csrf.login_token(request)
+    response = render.page("sign_in.html", login_csrf=token, error=None)
+    csrf.set_login(response, request, token)
+    return response
+
+
+@router.post("/sign-in")
+def sign_in(request: Request, services: ServicesDep, form: Form) -> Response:
+    token = request.cookies.get(csrf.LOGIN_COOKIE, "")
+    if not csrf.same(token, form.get(csrf.FIELD)):
+        deny(services, request, 403, "console sign-in without a valid CSRF token")
+        raise Refused(403, "This sign-in form has expired; reload the page and try again.")
+    client = client_address(request)
+    with services.sessions() as session:
+        try:
+            user = accounts.sign_in(
+                session, form.get("name", ""), form.get("password", ""), form.get("code", ""), client
+            )
+        except accounts.SignInRefused as exc:
+            session.commit()  # the failure count, the lock and the log entries are the point
+            verdict = stranger_failed(services, request)
+            status, message = (429, "too many failed attempts; try again later") if verdict.limited else (401, str(exc))
+            return render.page("sign_in.html", status, login_csrf=token, error=message)
+        cookie = sessions.start(session, user.id)
+        session.commit()
+    response = see_other(PREFIX)
+    sessions.set_cookie(response, request, cookie)
+    response.delete_cookie(csrf.LOGIN_COOKIE, path=sessions.PATH, httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, services: ServicesDep, form: Form) -> Response:
+    with services.sessions() as session:
+        user = signed_in(session, request)
+        checked(services, request, user, form)
+        sessions.end(session, user.session_hash)
+        record_event(session, actor=user.principal.actor, action=Action.CONSOLE_SIGN_OUT)
+        session.commit()
+    response = see_other(f"{PREFIX}/sign-in")
+    sessions.clear_cookie(response, request)
+    return response
+
+
+# --------------------------------------------------------------------------- officers: search, recording
+
+
+@router.get("/search")
+def search(
+    request: Request,
+    services: ServicesDep,
+    site: str | None = None,
+    since: Annotated[str | None, Query(alias="from")] = None,
+    until: Annotated[str | None, Query(alias="to")] = None,
+    device: str | None = None,
+    staff: str | None = None,
+    incident: str | None = None,
+    status: str | None = None,
+) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        start, end = _day(since, "from", user), _day(until, "to", user)
+        flagged = {"yes": True, "no": False}.get(incident or "")
+        # Narrowing by device, staff or status happens on a larger page of the site-scoped search.
+        narrowed = bool(device or staff or status)
+        with as_page(user):
+            rows = list_evidence(
+                officer=user.principal,
+                session=session,
+                services=services,
+                site=site or None,
+                since=start,
+                until=end + timedelta(days=1) if end else None,
+                incident=flagged,
+                limit=1000 if narrowed else SEARCH_LIMIT,
+                id_prefix=None,
+            )
+        wanted_device = (device or "").strip().casefold()
+        results = [
+            r
+            for r in rows
+            if (not wanted_device or wanted_device in (r.device_name or "").casefold() or r.device_id == device)
+            and (not staff or (r.staff_code or "") == staff.strip())
+            and (not status or r.status == status)
+        ][:SEARCH_LIMIT]
+    query = {"site": site or "", "from": since or "", "to": until or "", "device": device or "",
+             "staff": staff or "", "incident": incident or "", "status": status or ""}  # fmt: skip
+    return render.page(
+        "search.html",
+        user=user,
+        results=results,
+        query=query,
+        sites=sorted(user.principal.sites),
+        statuses=STATUSES,
+        limit=SEARCH_LIMIT,
+    )
+
+
+def _custody(session: Session, recording_id: str) -> list[Any]:
+    rows = session.scalars(
+        select(AccessLog).where(AccessLog.target == f"recording:{recording_id}").order_by(AccessLog.seq)
+    )
+    return with_actor_names(session, rows)
+
+
+@router.get("/recordings/{recording_id}")
+def recording_page(recording_id: uuid.UUID, request: Request, services: ServicesDep) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        with as_page(user):
+            detail = show_evidence(recording_id, request, user.principal, session, services)
+        recording = session.get(Recording, detail.id)
+        assert recording is not None
+        try:
+            verify_recording_chain(session, recording)
+            chain = "verified: every signature and link checks out, and the log's anchors match"
+            chain_ok = True
+        except IntegrityError as exc:
+            chain, chain_ok = f"FAILED: {exc}", False
+        consent = detail.consent
+        notice = session.get(
+            NoticeRow, (str(consent.get("notice_id")), consent.get("notice_version"), str(consent.get("language")))
+        )
+        covering = {h.id for h in covering_holds(facts_of(recording), active_holds(session))}
+        holds = list(session.scalars(select(Hold).where(Hold.id.in_(covering)).order_by(Hold.created_at)))
+        custody = _custody(session, recording.id)
+    return render.page(
+        "recording.html",
+        user=user,
+        r=detail,
+        chain=chain,
+        chain_ok=chain_ok,
+        notice=notice,
+        notice_matches=notice is not None and notice.sha256 == consent.get("notice_sha256"),
+        holds=holds,
+        custody=custody,
+        listenable=detail.audio == "recorded",
+    )
+
+
+# --------------------------------------------------------------------------- listening
+
+
+@router.post("/recordings/{recording_id}/listen")
+def listen_purpose(recording_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        checked(services, request, user, form)
+        with as_page(user):
+            recording = live(recording_in_scope(request, services, session, user.principal, recording_id))
+        purpose = " ".join(form.get("purpose", "").split())
+        if not 3 <= len(purpose) <= listen.PURPOSE_MAX:
+            raise Refused(422, f"State why you listen (3 to {listen.PURPOSE_MAX} characters): it is logged.", user)
+        if audio_state(recording) != "recorded":
+            raise Refused(409, "This recording holds no audio (an objection record, or nothing was captured).", user)
+        try:
+            listen.grant(session, user, recording, purpose)
+        except Exception as exc:  # any failure to log is a refusal to read
+            session.rollback()
+            raise Refused(503, "The access log cannot be written, so evidence cannot be read.", user) from exc
+    return see_other(f"{PREFIX}/recordings/{recording_id}/player")
+
+
+@router.get("/recordings/{recording_id}/player")
+def player(recording_id: uuid.UUID, request: Request, services: ServicesDep) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        with as_page(user):
+            recording = live(recording_in_scope(request, services, session, user.principal, recording_id))
+        grant = listen.granted(session, user, recording.id)
+        if grant is None:
+            return see_other(f"{PREFIX}/recordings/{recording_id}")
+    return render.page("player.html", user=user, recording_id=str(recording_id), grant=grant)
+
+
+@router.get("/recordings/{recording_id}/audio")
+def audio_file(recording_id: uuid.UUID, request: Request, services: ServicesDep) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        with as_page(user):
+            recording = live(recording_in_scope(request, services, session, user.principal, recording_id))
+        grant = listen.granted(session, user, recording.id)
+        if grant is None:
+            deny(services, request, 403, "console audio without a listening grant", user.principal.actor)
+            raise Refused(403, "State a purpose on the recording's page first.", user)
+        seq, target = grant.read_seq, f"recording:{recording.id}"
+        shown = shown_status(recording, services.settings.interrupted_after_seconds)
+        try:
+            verified = prepare_audio(session, services.store, services.keys, recording, "wav", shown)
+        except (IntegrityError, NoAudio) as exc:
+            session.rollback()
+            failed = isinstance(exc, IntegrityError)
+            record_event(
+                session,
+                actor=user.principal.actor,
+                action=Action.EVIDENCE_INTEGRITY if failed else Action.EVIDENCE_NO_AUDIO,
+                target=target,
+                outcome="failed" if failed else "allowed",
+                detail={"error": str(exc), "read": seq, "via": "console"},
+            )
+            session.commit()
+            raise Refused(409, str(exc), user) from exc
+    assert verified.length is not None  # WAV: known before the first byte
+    try:
+        wanted = listen.byte_range(request.headers.get("range"), verified.length)
+    except ValueError:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{verified.length}"})
+    first, last = wanted if wanted is not None else (0, verified.length - 1)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(last - first + 1),
+        "Cache-Control": "no-store",
+        "X-Countersign-Access-Log": str(seq),
+    }
+    if wanted is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{verified.length}"
+    return StreamingResponse(
+        listen.sliced(verified, first, last, services, user.principal.actor, target, seq),
+        status_code=206 if wanted is not None else 200,
+        media_type=audio.media_type("wav"),
+        headers=headers,
+    )
+
+
+# --------------------------------------------------------------------------- holds
+
+
+@router.post("/recordings/{recording_id}/holds")
+def place_hold(recording_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        checked(services, request, user, form)
+        with as_page(user):
+            body = HoldCreate(
+                case_ref=form.get("case_ref", ""), reason=form.get("reason", ""), recordings=[recording_id]
+            )
+            create_hold(body, request, user.principal, session, services)
+    return see_other(f"{PREFIX}/recordings/{recording_id}")
+
+
+@router.post("/holds/{hold_id}/release")
+def release(hold_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        checked(services, request, user, form)
+        with as_page(user):
+            body = HoldRelease(reason=form.get("reason", ""))
+            release_hold(hold_id, body, request, user.principal, session, services)
+    try:
+        back = f"{PREFIX}/recordings/{uuid.UUID(form.get('back', ''))}"
+    except ValueError:
+        back = f"{PREFIX}/search"
+    return see_other(back)
+
+
+# --------------------------------------------------------------------------- files, and installing it all
+
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    media_type = STATIC.get(name)
+    if media_type is None:
+        raise HTTPException(404, "no such file")
+    return FileResponse(render.HERE / "static" / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+def install(app: FastAPI) -> None:
+    """The routes, and the two console outcomes every page may end in: sign in first, or a refusal page."""
+    app.include_router(router)
+
+    async def _sign_in_first(_request: Request, _exc: Exception) -> Response:
+        return see_other(f"{PREFIX}/sign-in")
+
+    async def _refused(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refused)
+        return render.page("refused.html", exc.status, user=exc.user, code=exc.status, message=exc.message)
+
+    app.add_exception_handler(SignInNeeded, _sign_in_first)
+    app.add_exception_handler(Refused, _refused)

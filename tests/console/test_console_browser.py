@@ -1,0 +1,136 @@
+"""The console in a real browser (Debian's chromium through chromium-driver): sign in with TOTP, search,
+open a recording, state a purpose, play it to the end, place a hold and release it.
+
+The app runs in uvicorn in a thread (the test's own service, with the World built through the
+API). An ASGI wrapper notes when each audio request arrived, so the test can check that the
+access-log entry with the purpose was written before the first audio byte was asked for. The
+page runs under the console's CSP, so a blocked inline script or a CDN asset would show in the
+browser's console errors, which must stay empty. This tests the pages, not the backend: it is
+skipped on postgres-s3, as tests/e2e/test_kiosk_browser.py is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pyotp
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.core.models import AccessLog
+from evidence.audit_actions import Action
+from tests.conftest import World, free_port
+from tests.console.support import PASSWORD, Login, services_of
+from tests.support.backends import POSTGRES_S3
+from tests.support.browser import chromium, console_errors
+from tests.support.retention_support import upload
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(POSTGRES_S3, reason="tests the console's pages, not the backend: run once, on sqlite-fs"),
+]
+
+
+class AudioRequests:
+    """ASGI wrapper: the time and Range header of every console audio request, and its answer's status."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app, self.seen = app, []  # type: ignore[var-annotated]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/audio"):
+            entry = {"at": time.time(), "range": dict(scope["headers"]).get(b"range"), "status": None}
+            self.seen.append(entry)
+
+            async def noted(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    entry["status"] = message["status"]
+                await send(message)
+
+            await self.app(scope, receive, noted)
+            return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def served(app: FastAPI, client: TestClient) -> Iterator[tuple[str, AudioRequests]]:
+    wrapped = AudioRequests(app)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(wrapped, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", wrapped
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _wait(driver: Any, script: str, timeout: float = 15.0) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def test_officer_signs_in_listens_and_holds(
+    app: FastAPI, client: TestClient, world: World, logins: dict[str, Login], served: tuple[str, AudioRequests]
+) -> None:
+    base, audio_requests = served
+    rid = upload(client, world.device, segments=2)
+    from selenium.webdriver.common.by import By
+
+    with chromium(extra_args=("--autoplay-policy=no-user-gesture-required", "--mute-audio")) as driver:
+        driver.get(f"{base}/console/search")  # not signed in: sent to the sign-in page
+        assert driver.current_url == f"{base}/console/sign-in"
+        driver.find_element(By.ID, "name").send_keys("olivia")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "code").send_keys(pyotp.TOTP(logins["officer"].secret).now())
+        driver.find_element(By.ID, "sign-in").click()
+        driver.find_element(By.ID, "to-search").click()
+        assert "1 recording" in driver.find_element(By.ID, "count").text
+        driver.find_element(By.CSS_SELECTOR, "a.recording").click()
+        assert driver.current_url == f"{base}/console/recordings/{rid}"
+        assert driver.find_element(By.ID, "chain").text.startswith("verified")
+
+        driver.find_element(By.ID, "purpose").send_keys("complaint 2026-17: what was said at the counter")
+        driver.find_element(By.ID, "listen").click()
+        assert driver.current_url == f"{base}/console/recordings/{rid}/player"
+        _wait(driver, "return document.getElementById('player').readyState >= 1")
+        duration = driver.execute_script("return document.getElementById('player').duration")
+        assert 1.9 < duration < 2.1
+        driver.execute_script("var a = document.getElementById('player'); a.currentTime = 1.0; a.play();")
+        assert _wait(driver, "return document.getElementById('player').ended") is True
+
+        with services_of(app).sessions() as session:
+            (read,) = session.scalars(select(AccessLog).where(AccessLog.action == Action.EVIDENCE_READ)).all()
+        assert read.purpose == "complaint 2026-17: what was said at the counter"
+        assert audio_requests.seen, "the audio element made no request"
+        assert read.at.timestamp() < audio_requests.seen[0]["at"]  # logged before the first byte was even asked for
+        assert any(r["range"] for r in audio_requests.seen) and all(
+            r["status"] in (200, 206) for r in audio_requests.seen
+        )
+
+        driver.get(f"{base}/console/recordings/{rid}")
+        driver.find_element(By.ID, "case-ref").send_keys("CASE-<b>42</b>")
+        driver.find_element(By.ID, "hold-reason").send_keys("litigation notice received")
+        driver.find_element(By.ID, "place-hold").click()
+        assert driver.find_element(By.CSS_SELECTOR, "td.case-ref").text == "CASE-<b>42</b>"  # text, not markup
+        driver.find_element(By.CSS_SELECTOR, "input.release-reason").send_keys("case closed by the court")
+        driver.find_element(By.CSS_SELECTOR, "button.release").click()
+        assert driver.find_element(By.ID, "no-holds").text == "Not held."
+        driver.find_element(By.ID, "sign-out").click()
+        assert driver.current_url == f"{base}/console/sign-in"
+        assert console_errors(driver) == []

@@ -1,0 +1,76 @@
+"""The console's role x route table: every /console route, for anonymous, officer, other-site officer, admin, auditor.
+
+The console's routes authenticate by cookie, not bearer token, so tests/api/test_authorization.py
+lists them in OUTSIDE_THE_TABLE and points here. A route added under /console without a row below
+fails test_every_console_route_is_in_the_table. POSTs carry the caller's valid CSRF token, so the
+cell is the role's answer (the token's own refusals are tests/console/test_csrf.py).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from retention.models import Hold
+from tests.api.test_authorization import OUTSIDE_THE_TABLE, served_routes
+from tests.conftest import World
+from tests.console.support import Login, browser, page_csrf, services_of, signed_in
+from tests.support.retention_support import upload
+
+CALLERS = ("anonymous", "officer", "other_officer", "admin", "auditor")
+RID, HOLD = "{recording_id}", "{hold_id}"
+# (method, path, form fields, answers in CALLERS order). Rows run in this order for each caller:
+# listen before player and audio (the grant), sign-out last (it ends the session).
+TABLE: list[tuple[str, str, dict[str, str], tuple[int, ...]]] = [
+    ("GET", "/console", {}, (303, 200, 200, 200, 200)),
+    ("GET", "/console/sign-in", {}, (200, 200, 200, 200, 200)),
+    ("POST", "/console/sign-in", {}, (403, 403, 403, 403, 403)),  # no sign-in form token: refused
+    ("GET", "/console/static/{name}", {}, (200, 200, 200, 200, 200)),
+    ("GET", "/console/search", {}, (303, 200, 200, 403, 403)),
+    ("GET", f"/console/recordings/{RID}", {}, (303, 200, 404, 403, 403)),
+    ("POST", f"/console/recordings/{RID}/listen", {"purpose": "complaint review"}, (303, 303, 404, 403, 403)),
+    ("GET", f"/console/recordings/{RID}/player", {}, (303, 200, 404, 403, 403)),
+    ("GET", f"/console/recordings/{RID}/audio", {}, (303, 200, 404, 403, 403)),
+    (
+        "POST",
+        f"/console/recordings/{RID}/holds",
+        {"case_ref": "C-2", "reason": "a legal matter here"},
+        (303, 303, 404, 403, 403),
+    ),
+    ("POST", f"/console/holds/{HOLD}/release", {"reason": "case closed by court"}, (303, 303, 404, 403, 403)),
+    ("POST", "/console/sign-out", {}, (303, 303, 303, 303, 303)),
+]
+
+
+def test_every_console_route_is_in_the_table(app: FastAPI) -> None:
+    served = {(m, p) for m, p in served_routes(app) if p.startswith("/console")}
+    assert served == {(m, p) for m, p, _, _ in TABLE}
+    assert {k for k in OUTSIDE_THE_TABLE if k[1].startswith("/console")} == served  # and listed there, pointing here
+
+
+def test_role_by_route(client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    path = f"/console/recordings/{rid}"
+    form = {"csrf": page_csrf(officer, path), "case_ref": "C-1", "reason": "litigation notice received"}
+    assert officer.post(f"{path}/holds", data=form).status_code == 303
+    with services_of(app).sessions() as session:
+        hold_id = session.scalars(select(Hold)).one().id
+    browsers = {"anonymous": browser(app), "officer": officer}  # one sign-in each: a TOTP code is spent once
+    browsers.update({role: signed_in(app, logins[role]) for role in CALLERS[2:]})
+    wrong = []
+    for caller, column in zip(CALLERS, range(len(CALLERS)), strict=True):
+        client_ = browsers[caller]
+        csrf = page_csrf(client_) if caller != "anonymous" else ""
+        for method, template, fields, answers in TABLE:
+            url = template.replace(RID, rid).replace(HOLD, hold_id).replace("{name}", "console.css")
+            if method == "GET":
+                status = client_.get(url).status_code
+            else:
+                data = {**fields, "csrf": csrf} if template != "/console/sign-in" else fields
+                status = client_.post(url, data=data).status_code
+            if status != answers[column]:
+                wrong.append(f"{caller} {method} {template}: {status}, expected {answers[column]}")
+    assert wrong == []
+    assert "RIFF" not in browsers["admin"].get(f"{path}/audio").text
