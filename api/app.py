@@ -12,12 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
+from api.alerts.lifespan import alert_worker, integrity_failed
+from api.console.pages import install as install_console
 from api.core.services import Services, build_services
 from api.core.settings import Settings
+from api.docs import install as install_docs
 from api.metrics import install as install_metrics
 from api.middleware import HSTS_MAX_AGE, BoundedBody, SecurityHeaders
-from api.routes import admin, audit, enrol, evidence, export, grants, health, ingest
-from evidence.errors import EvidenceError, FormatError, IntegrityError, KeyUnavailableError
+from api.routes import admin, alerts, audit, enrol, evidence, export, grants, health, ingest, notices, sealed
+from evidence.errors import EvidenceError, FormatError, IntegrityError, KeyUnavailableError, NoAudio
 from retention.routes import deletions, holds, policies
 
 
@@ -38,6 +41,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         title="Countersign",
         summary="Audio evidence governance: consented, encrypted, signed, audited.",
         version="0.1.0",
+        docs_url=None,  # api/docs.py serves /docs from installed files, not from a CDN
+        redoc_url=None,
+        lifespan=alert_worker(services),  # the help-alert delivery worker runs while the app serves
     )
     app.state.services = services
     # Outermost last: security headers on every answer, then a bounded body read before any route runs.
@@ -45,10 +51,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         BoundedBody, json_limit=services.settings.max_json_bytes, upload_limit=services.settings.max_segment_bytes
     )
     app.add_middleware(SecurityHeaders, hsts_max_age=HSTS_MAX_AGE)  # HSTS on https answers only
-    for module in (health, admin, grants, enrol, ingest, evidence, export, audit):
+    for module in (health, admin, grants, enrol, notices, ingest, evidence, sealed, export, audit, alerts):
         app.include_router(module.router)
     for module in (holds, policies, deletions):  # the retention domain: holds, policies, early deletion
         app.include_router(module.router)
+    install_docs(app)
+    install_console(app)  # the web console under /console (api/console)
     # GET /metrics (operators' scraper; not in the schema) and request timing, outermost of all.
     token = services.settings.metrics_token
     install_metrics(app, token.get_secret_value() if token is not None else None)
@@ -60,10 +68,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(EvidenceError)
-    async def _evidence_error(_request: Request, exc: EvidenceError) -> JSONResponse:
+    async def _evidence_error(request: Request, exc: EvidenceError) -> JSONResponse:
         # Integrity problems are the client's or the evidence's, never a 500;
-        # a missing key is the service's configuration (503, try later).
-        status = {IntegrityError: 409, FormatError: 400, KeyUnavailableError: 503}.get(type(exc), 422)
+        # a missing key is the service's configuration (503, try later). A recording with no audio
+        # is 409 too (its state, not the request, is why nothing comes), with its own message.
+        status = {IntegrityError: 409, NoAudio: 409, FormatError: 400, KeyUnavailableError: 503}.get(type(exc), 422)
+        if type(exc) is IntegrityError:
+            integrity_failed(request, str(exc))  # help alerts: the site hears of evidence failing its checks
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(OSError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,13 +12,14 @@ from sqlalchemy.orm import Session
 from api import grants
 from api.core.audit import init_head, record_event
 from api.core.db import make_engine, transaction
-from api.core.keys import CURRENT, KEYS_DIR, SERVICE, KeyCustodian
+from api.core.keys import CURRENT, KEYS_DIR, OFFLINE, SERVICE, KeyCustodian
 from api.core.models import EvidenceKey, NoticeRow, User
 from api.core.services import audit_sessions
 from api.core.settings import Settings
 from api.core.tokens import new_token, token_hash
 from api.migrate import upgrade
 from consent.catalogue import builtin_notices
+from evidence import recovery
 from evidence.audit_actions import Action
 
 
@@ -41,24 +43,47 @@ def create_schema(settings: Settings) -> None:
     upgrade(settings.sqlalchemy_url)
 
 
-def init_data_dir(settings: Settings, admin_name: str = "admin") -> InitResult:
+def init_data_dir(settings: Settings, admin_name: str = "admin", zero_knowledge: Path | None = None) -> InitResult:
+    """A new data directory. With zero_knowledge (the public file `countersign recovery generate`
+    wrote on the organisation's offline machine) the service gets no evidence key pair at all:
+    that offline key is the only evidence key, and devices seal to it alone (zero-knowledge mode)."""
     passphrase = settings.passphrase()  # refuses placeholders before anything is written
+    offline = recovery.read_public_document(zero_knowledge) if zero_knowledge is not None else None
     if (settings.data_dir / KEYS_DIR).exists():
         raise AlreadyInitialised(f"{settings.data_dir} is already initialised")
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    custodian, kid = KeyCustodian.create(settings.data_dir, passphrase)
+    custodian, kid = KeyCustodian.create(
+        settings.data_dir, passphrase, zero_knowledge_key=str(offline["key_id"]) if offline else None
+    )
     create_schema(settings)
     engine = make_engine(settings.sqlalchemy_url)
     token = new_token("csu")
     assert custodian.signing_key is not None
     with transaction(audit_sessions(engine, custodian.signing_key, settings)) as session:
         init_head(session)
-        session.add(EvidenceKey(key_id=kid, public_key=custodian.public_keys()[kid], state=CURRENT, custody=SERVICE))
+        if offline is None:
+            session.add(
+                EvidenceKey(key_id=kid, public_key=custodian.public_keys()[kid], state=CURRENT, custody=SERVICE)
+            )
+        else:
+            session.add(
+                EvidenceKey(
+                    key_id=kid,
+                    public_key=offline["public_key"],
+                    state=CURRENT,
+                    custody=OFFLINE,
+                    recovery_verify_key=offline["recovery_verify_key"],
+                )
+            )
         sync_notices(session)
         admin = User(id=str(uuid.uuid4()), name=admin_name, role="admin", token_hash=token_hash(token))
         session.add(admin)
         record_event(
-            session, actor="system", action=Action.SERVER_INIT, target=f"user:{admin.id}", detail={"evidence_key": kid}
+            session,
+            actor="system",
+            action=Action.SERVER_INIT,
+            target=f"user:{admin.id}",
+            detail={"evidence_key": kid, **({"zero_knowledge": True} if offline else {})},
         )
     engine.dispose()
     return InitResult(token, kid, bytes(custodian.signing_key.verify_key).hex())

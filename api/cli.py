@@ -8,11 +8,14 @@ from typing import Annotated
 
 import typer
 
+from api.alerts.cli import deliver
 from api.bootstrap import AlreadyInitialised, approve_user, init_data_dir, reset_admin
+from api.console.provision import provision_on_server
 from api.core.keys import KeyFileError
 from api.core.settings import Settings, SettingsError, load_settings
 from api.errors import AlreadyInitialisedError, NotConfigured, fail
 from api.migrate import upgrade
+from evidence.recovery import RecoveryKeyError
 
 app = typer.Typer(no_args_is_help=True, help="Initialise and run the Countersign service.")
 
@@ -32,11 +35,25 @@ def init(
     data: DataDir,
     admin_name: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin",
     exist_ok: Annotated[bool, typer.Option(help="Succeed quietly if already initialised (containers).")] = False,
+    zero_knowledge: Annotated[
+        bool,
+        typer.Option(
+            "--zero-knowledge",
+            help="The service holds no evidence private key: devices seal to --offline-public-key only "
+            "(see README 'Zero-knowledge mode').",
+        ),
+    ] = False,
+    offline_public_key: Annotated[
+        Path | None,
+        typer.Option(help="With --zero-knowledge: the recovery-ID.public.json 'countersign recovery generate' wrote."),
+    ] = None,
 ) -> None:
     """Create the database, the evidence key pair, the service signing key and a first admin token."""
     settings = settings_for(data)
+    if zero_knowledge != (offline_public_key is not None):
+        raise fail(NotConfigured("--zero-knowledge and --offline-public-key FILE go together"))
     try:
-        result = init_data_dir(settings, admin_name)
+        result = init_data_dir(settings, admin_name, zero_knowledge=offline_public_key)
     except AlreadyInitialised as exc:
         if exist_ok:
             # Containers run this on every start: an existing deployment gets pending migrations.
@@ -44,12 +61,13 @@ def init(
             typer.echo(f"{data} is already initialised; schema upgraded to the latest revision")
             return
         raise fail(AlreadyInitialisedError(str(exc))) from exc
-    except (SettingsError, KeyFileError) as exc:
+    except (SettingsError, KeyFileError, RecoveryKeyError) as exc:
         raise fail(NotConfigured(str(exc))) from exc
     if settings.development:
         typer.secho("development mode: private keys are NOT passphrase-protected", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"initialised {data}")
-    typer.echo(f"evidence key id:     {result.evidence_key_id}")
+    mode = " (offline: zero-knowledge mode)" if zero_knowledge else ""
+    typer.echo(f"evidence key id:     {result.evidence_key_id}{mode}")
     typer.echo(f"service public key:  {result.service_public_key}")
     typer.echo(f"admin token (shown once, store it safely): {result.admin_token}")
 
@@ -66,6 +84,32 @@ def approve_user_command(
     except (SettingsError, KeyFileError, ValueError) as exc:
         raise fail(NotConfigured(str(exc))) from exc
     typer.echo(f"approved {user.role} {user.name}")
+
+
+@app.command("console-login")
+def console_login_command(
+    data: DataDir,
+    name: Annotated[str, typer.Argument(help="The admin, officer or auditor to give a console sign-in.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="COUNTERSIGN_CONSOLE_PASSWORD",
+            help="At least 12 characters (asked for when not given).",
+        ),
+    ],
+) -> None:
+    """Set (or reset) a user's web console password and a new TOTP secret; prints the otpauth:// URI once."""
+    settings = settings_for(data)
+    try:
+        done = provision_on_server(settings, name, password)
+    except (SettingsError, KeyFileError, ValueError) as exc:
+        raise fail(NotConfigured(str(exc))) from exc
+    typer.echo(f"console sign-in set for {done.role} {done.user}; their earlier console sessions are ended")
+    typer.echo("add this to their authenticator app (shown once, never again):")
+    typer.echo(done.uri)
 
 
 @app.command("reset-admin")
@@ -124,6 +168,10 @@ def run(
             ssl_certfile=cert,
             ssl_keyfile=key,
         )
+
+
+# Help alerts: drain the outbox from the data directory (each running service does it too).
+app.command("deliver")(deliver)
 
 
 def _metrics_dir() -> None:

@@ -5,7 +5,8 @@ authentication or parsing. So a 300 MB JSON body from a stranger is refused
 after the first bytes over the limit (413), never parsed, and a client that
 trickles its body in holds no database connection meanwhile: dependencies that
 open one run only once the body is in memory. The limits are the segment size
-for segment uploads and a small one for everything else (JSON).
+for segment uploads, api.notice_audio.MAX_BYTES for a notice reading, and a small one for
+everything else (JSON).
 
 Headers second. Every answer says nosniff, no framing, no referrer, and (for the
 API) no caching: evidence and its metadata must not linger in a proxy or a
@@ -21,6 +22,8 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from api.notice_audio import MAX_BYTES as NOTICE_AUDIO_MAX_BYTES
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -28,6 +31,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SEGMENT_UPLOAD = re.compile(r"^/v1/recordings/[^/]+/segments/[^/]+$")
+_NOTICE_AUDIO = re.compile(r"^/v1/notices/[^/]+/versions/[^/]+/[^/]+/audio$")  # an admin's upload of a reading
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -53,6 +57,8 @@ class BoundedBody:
         self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
 
     def limit_for(self, method: str, path: str) -> int:
+        if method == "PUT" and _NOTICE_AUDIO.match(path):
+            return NOTICE_AUDIO_MAX_BYTES
         return self.upload_limit if method == "PUT" and _SEGMENT_UPLOAD.match(path) else self.json_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

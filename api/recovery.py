@@ -36,7 +36,7 @@ from api.core.models import AccessLog, Device, EvidenceKey, Recording, Segment, 
 from api.core.storage import BlobStore, ObjectMissing
 from api.core.storage.filesystem import FilesystemStore
 from api.key_custody import Custody, KeyRefused, KeyUsageError
-from api.retrieval import joined_audio, verify_recording_chain
+from api.retrieval import joined_audio, no_audio, verify_recording_chain
 from evidence import recovery
 from evidence.audit_actions import Action
 from evidence.envelope import open_segment
@@ -175,7 +175,7 @@ def recover(
             device = session.get(Device, recording.device_id)
             rows = verify_recording_chain(session, recording, anchored=False)
             if not rows:
-                raise IntegrityError("the recording has no audio")
+                raise no_audio(recording)  # verified: an objection record, or nothing was captured
             opened = _segments_opened(store, key, recording, rows)
             audio_bytes, frames = joined_audio(recording, opened, fmt)
             assert device is not None and device.public_key is not None  # verify_recording_chain checked

@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import nacl.bindings as sodium
 import nacl.signing
@@ -32,7 +33,7 @@ from evidence import audio
 from evidence.audit_actions import Action
 from evidence.chain import SegmentStatement, SignedSegment, verify_chain
 from evidence.envelope import HEADER_BYTES, TAG_BYTES, check_envelope, open_segment
-from evidence.errors import FormatError, IntegrityError
+from evidence.errors import FormatError, IntegrityError, NoAudio
 
 
 def segments_of(session: Session, recording_id: str) -> list[Segment]:
@@ -95,6 +96,37 @@ def _check_against_audit_log(session: Session, recording: Recording, segments: i
             raise IntegrityError(f"the audit log records segment {index} being received, but the recording lacks it")
 
 
+AudioState = Literal["recorded", "objection", "none"]
+
+
+def audio_state(recording: Recording) -> AudioState:
+    """What a recording holds, as listings show it (the database's word; a read verifies it first):
+    "recorded" (segments arrived), "objection" (the customer objected: nothing was recorded), or
+    "none" (consent given, but no segment arrived: capture failed, or it is still open)."""
+    if recording.consent_outcome != "given":
+        return "objection"
+    return "recorded" if recording.segment_count > 0 else "none"
+
+
+def no_audio(recording: Recording, status: str | None = None) -> NoAudio:
+    """Why a verified recording without segments has no audio, in words an officer can act on.
+
+    Called only once verify_recording_chain passed: the chain, the anchors and the audit log agree
+    that no segment was ever received, so this is what the recording is, not tampering. Whether it
+    is an objection comes from the device-signed header, never from the (unsigned) database row.
+    """
+    signed = recording.header.get("consent", {}).get("outcome")
+    if signed != recording.consent_outcome:
+        # The row was relabelled (e.g. a consented recording made to look like an objection).
+        raise IntegrityError(f"the database says consent {recording.consent_outcome}, the signed header {signed}")
+    if signed != "given":
+        return NoAudio("this is an objection record: the customer objected, and nothing was recorded")
+    status = status or recording.status
+    if status == "open":
+        return NoAudio("no audio has arrived yet: the recording is open and holds no segment")
+    return NoAudio(f"no audio was captured: the recording is {status} and holds no segment")
+
+
 def open_segments(
     session: Session, store: BlobStore, keys: KeyCustodian, recording: Recording
 ) -> list[tuple[Segment, bytes]]:
@@ -138,7 +170,7 @@ def read_audio(
     """Return (encoded audio, frames) after verifying every segment."""
     opened = open_segments(session, store, keys, recording)
     if not opened:
-        raise IntegrityError("the recording has no audio")
+        raise no_audio(recording)
     return joined_audio(recording, opened, fmt)
 
 
@@ -304,12 +336,13 @@ class _HashPass(threading.Thread):
 
 
 def prepare_audio(
-    session: Session, store: BlobStore, keys: KeyCustodian, recording: Recording, fmt: str
+    session: Session, store: BlobStore, keys: KeyCustodian, recording: Recording, fmt: str, status: str | None = None
 ) -> VerifiedAudio:
     """Everything checkable before the first byte (phase 1 above), and what the stream needs after it.
 
     The hash pass over the store runs beside the signature and anchor checks; their failures are
     reported first, then the store's, so the answer is the same as checking one after the other.
+    A recording that verifies and has no segment raises NoAudio (no_audio; `status` is the one shown).
     """
     rows = segments_of(session, recording.id)
     hashing = _HashPass(store, rows)
@@ -321,7 +354,7 @@ def prepare_audio(
         raise
     heads = hashing.result()
     if not rows:
-        raise IntegrityError("the recording has no audio")
+        raise no_audio(recording, status)
     data_key = keys.unseal({k.key_id: k.sealed for k in recording.sealed_keys})
     rid = uuid.UUID(recording.id)
     rate = int(recording.header["sample_rate"])

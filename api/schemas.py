@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from api.core.fields import DisplayName, Identifier, PurposeText, ReasonText
+from api.core.fields import DisplayName, Identifier, PurposeText, ReasonText, human_text
+from evidence.text import check_text
 
 
 class SiteCreate(BaseModel):
@@ -75,6 +76,40 @@ class NoticePublic(BaseModel):
     title: str
     text: str
     sha256: str
+    # Its spoken reading (api.notice_audio); devices fetch it when the hash differs from theirs.
+    audio: bool = Field(default=False, description="whether a spoken reading is provisioned")
+    audio_sha256: str | None = Field(
+        default=None, description="SHA-256 of the reading's WAV, as GET .../audio serves it"
+    )
+
+
+def _notice_text(value: str) -> str:
+    return check_text(value, name="text", min_visible=1, max_length=NOTICE_TEXT_MAX, multiline=True)
+
+
+NOTICE_TEXT_MAX = 10000  # a counter notice is a paragraph or two (the shipped ones are < 600 characters)
+
+
+class NoticeCreate(BaseModel):
+    """A new version of a notice text in one language; the service numbers it (highest + 1)."""
+
+    id: str = Identifier
+    language: Literal["ja", "en"]
+    title: Annotated[str, Field(min_length=1, max_length=200), human_text("title", max_length=200)]
+    text: Annotated[str, Field(min_length=1, max_length=NOTICE_TEXT_MAX), AfterValidator(_notice_text)]
+
+
+class NoticeAudioPublic(BaseModel):
+    notice_id: str
+    version: int
+    language: str
+    sha256: str = Field(description="SHA-256 of the WAV as served")
+    size: int
+    content_type: str
+    seconds: float
+    source: str = Field(description="upload | espeak-ng")
+    created_at: datetime
+    created_by: str
 
 
 class EvidenceKeyPublic(BaseModel):
@@ -125,15 +160,26 @@ class SegmentPublic(BaseModel):
 class RecordingPublic(BaseModel):
     id: str
     device_id: str
+    device_name: str | None = Field(default=None, description="The recording device's name, as administered.")
     site: str
     started_at: datetime
     status: str
     consent_outcome: str
+    audio: Literal["recorded", "objection", "none"] = Field(
+        default="recorded",
+        description="recorded: segments arrived; objection: the customer objected, nothing was recorded; "
+        "none: consent given but no audio was captured (see status). Not an integrity verdict: reads verify.",
+    )
     consent: dict[str, Any]
     incident_category: str | None
     segment_count: int
     sample_rate: int | None
     ended_at: datetime | None
+    duration_seconds: float | None = Field(
+        default=None,
+        description="Seconds of audio: segments x the header's segment_seconds (else ended_at - started_at).",
+    )
+    staff_code: str | None = Field(default=None, description="The staff member in the signed consent record.")
     retain_until: datetime | None = Field(default=None, description="When retention lets it go (unless held).")
     retain_reason: str | None = Field(default=None, description="Which rule or extension sets that date.")
     held_by: list[str] = Field(default_factory=list, description="Case references of the holds keeping it.")
@@ -151,6 +197,9 @@ class AccessLogPublic(BaseModel):
     seq: int
     at: datetime
     actor: str
+    actor_name: str | None = Field(
+        default=None, description="The user's or device's name for a user:/device: actor (not part of the entry)."
+    )
     action: str
     target: str | None
     outcome: str

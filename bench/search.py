@@ -94,7 +94,7 @@ def query(
     until: datetime | None = None,
     incident: bool | None = None,
     limit: int = 100,
-) -> Select[Recording]:
+) -> Select[Recording, str]:
     """The route's own query (api.search.evidence_search), with the route's site narrowing."""
     sites = officer_sites if site is None else officer_sites & {site}
     return evidence_search(sites, since, until, incident, limit)
@@ -109,7 +109,7 @@ class Search:
     until: datetime | None
     incident: bool | None
 
-    def statement(self, limit: int) -> Select[Recording]:
+    def statement(self, limit: int) -> Select[Recording, str]:
         return query(self.officer_sites, self.site, self.since, self.until, self.incident, limit)
 
 

@@ -6,8 +6,10 @@ from typing import Annotated
 
 import typer
 
+from client.alerts import admin_app as alerts_admin_app
 from client.http import ApiClient
-from client.output import echo
+from client.notices import notice_app
+from client.output import Json, echo, echo_json, echo_table
 from client.tls import add_tls_options
 from evidence.errors import ExitCode
 
@@ -20,6 +22,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(device_app, name="device")
 policy_app = typer.Typer(no_args_is_help=True, help="Retention policies (see `countersign retention`).")
 app.add_typer(policy_app, name="policy")
+app.add_typer(notice_app, name="notice")  # consent notice texts and their spoken readings (client/notices.py)
+app.add_typer(alerts_admin_app, name="alerts")  # help alerts: escalation, opening hours, contacts (client/alerts.py)
 
 Server = Annotated[str, typer.Option("--server", envvar="COUNTERSIGN_SERVER", help="Service URL.")]
 Token = Annotated[str | None, typer.Option("--token", envvar="COUNTERSIGN_TOKEN", help="Your API token.")]
@@ -39,10 +43,13 @@ def site_add(
 
 
 @site_app.command("list")
-def site_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+def site_list(as_json: Json = False, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List sites."""
-    for site in ApiClient(server, token).json("GET", "/v1/sites"):
-        echo(f"{site['id']}\t{site['name']}")
+    sites = ApiClient(server, token).json("GET", "/v1/sites")
+    if as_json:
+        echo_json(sites)
+        return
+    echo_table(("SITE", "NAME"), [(s["id"], s["name"] or "-") for s in sites], empty="no sites")
 
 
 @user_app.command("add")
@@ -63,11 +70,22 @@ def user_add(
 
 
 @user_app.command("list")
-def user_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+def user_list(as_json: Json = False, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List users (never their tokens)."""
-    for user in ApiClient(server, token).json("GET", "/v1/users"):
-        state = "\tdisabled" if user.get("disabled") else "\tawaiting approval" if user.get("pending_approval") else ""
-        echo(f"{user['name']}\t{user['role']}\t{','.join(user['sites'])}{state}")
+    users = ApiClient(server, token).json("GET", "/v1/users")
+    if as_json:
+        echo_json(users)
+        return
+    rows = [
+        (
+            u["name"],
+            u["role"],
+            ",".join(u["sites"]) or "-",
+            "disabled" if u.get("disabled") else "awaiting approval" if u.get("pending_approval") else "active",
+        )
+        for u in users
+    ]
+    echo_table(("NAME", "ROLE", "SITES", "STATE"), rows, empty="no users")
 
 
 Reason = Annotated[str, typer.Option(help="Why (at least 10 characters; logged).")]
@@ -139,11 +157,17 @@ def device_add(
 
 
 @device_app.command("list")
-def device_list(server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+def device_list(as_json: Json = False, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
     """List devices."""
-    for device in ApiClient(server, token).json("GET", "/v1/devices"):
-        state = "disabled" if device.get("disabled") else "enrolled" if device["enrolled"] else "pending"
-        echo(f"{device['id']}\t{device['name']}\t{device['site']}\t{state}")
+    devices = ApiClient(server, token).json("GET", "/v1/devices")
+    if as_json:
+        echo_json(devices)
+        return
+    rows = [
+        (d["id"], d["name"], d["site"], "disabled" if d.get("disabled") else "enrolled" if d["enrolled"] else "pending")
+        for d in devices
+    ]
+    echo_table(("ID", "NAME", "SITE", "STATE"), rows, empty="no devices")
 
 
 @device_app.command("disable")

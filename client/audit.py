@@ -11,7 +11,7 @@ import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
-from client.output import echo, echo_audit
+from client.output import Json, Tz, echo, echo_audit, echo_json, use_zone
 from client.tls import add_tls_options
 from evidence.audit_log import ENTRY_FIELDS, entry_hash, verify_file, verify_tree_head
 from evidence.errors import ExitCode
@@ -26,11 +26,18 @@ app = typer.Typer(no_args_is_help=True, help="Read, export and verify the access
 def log(
     after: Annotated[int, typer.Option(help="Only entries after this sequence number.")] = 0,
     limit: Annotated[int, typer.Option(min=1, max=10000)] = 1000,
+    as_json: Json = False,
+    tz: Tz = None,
     server: Server = DEFAULT_SERVER,
     token: Token = None,
 ) -> None:
-    """Print access-log entries, oldest first."""
-    echo_audit(ApiClient(server, token).json("GET", "/v1/audit", params={"after": after, "limit": limit}))
+    """Print access-log entries, oldest first: local time (--tz), who by name, what, the stated purpose."""
+    use_zone(tz)
+    entries = ApiClient(server, token).json("GET", "/v1/audit", params={"after": after, "limit": limit})
+    if as_json:
+        echo_json(entries)
+    else:
+        echo_audit(entries)
 
 
 @app.command()

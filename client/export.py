@@ -22,6 +22,7 @@ from nacl.public import PrivateKey
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.download import fetch_to, move_into_place, part_file, refuse_existing, usage_error
 from client.http import ApiClient
+from client.ids import resolve_recording
 from client.output import echo
 from evidence.bundle.crypto import new_kdf, open_outer, passphrase_key
 from evidence.errors import EvidenceError
@@ -70,7 +71,7 @@ def _passphrase(passphrase_file: Path | None) -> bytes:
 
 
 def export(
-    recording_id: str,
+    recording_id: Annotated[str, typer.Argument(help="The recording's id, or its first characters (at least 4).")],
     case: Annotated[str, typer.Option("--case", help="The case reference the bundle is for (logged, printed in it).")],
     purpose: Annotated[str, typer.Option(help="Why the evidence leaves (at least 10 characters; logged first).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the bundle (.zip).")],
@@ -115,6 +116,7 @@ def export(
         "kdf": kdf,
     }
     client = ApiClient(server, token)
+    recording_id = resolve_recording(client, recording_id)  # a short id: resolved within your sites
     with part_file(output) as part:
         size, headers = fetch_to(client, part, "POST", f"/v1/evidence/{recording_id}/export", json=body)
         if one_time is not None:

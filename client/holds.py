@@ -9,7 +9,8 @@ import typer
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.http import ApiClient
-from client.output import echo, echo_json, when
+from client.ids import resolve_recording
+from client.output import Json, Tz, echo, echo_fields, echo_json, echo_table, local, use_zone
 from client.tls import add_tls_options
 
 app = typer.Typer(
@@ -18,7 +19,7 @@ app = typer.Typer(
 )
 
 
-def _line(h: dict[str, Any]) -> str:
+def _scope(h: dict[str, Any]) -> str:
     scope = []
     if h["scoped"]:
         scope.append(f"site={h['site']}")
@@ -29,8 +30,11 @@ def _line(h: dict[str, Any]) -> str:
             scope.append(f"category={h['incident_category']}")
     if h["recordings"]:
         scope.append(f"{len(h['recordings'])} recording(s)")
-    state = "active" if h["active"] else f"released {when(h['released_at'])}"
-    return f"{h['id']}  {h['case_ref']:<20} {state:<28} {' '.join(scope)}"
+    return " ".join(scope) or "-"
+
+
+def _state(h: dict[str, Any]) -> str:
+    return "active" if h["active"] else f"released {local(h['released_at'])}"
 
 
 @app.command()
@@ -47,17 +51,18 @@ def create(
     token: Token = None,
 ) -> None:
     """Place a hold on explicit recordings and/or a scope; a scope also catches recordings made later."""
+    client = ApiClient(server, token)
     body = {
         "case_ref": case,
         "reason": reason,
-        "recordings": recording or [],
+        "recordings": [resolve_recording(client, r) for r in recording or []],  # short ids: within your sites
         "site": site,
         "device": device,
         "started_from": from_,
         "started_to": to,
         "incident_category": category,
     }
-    hold = ApiClient(server, token).json("POST", "/v1/holds", json={k: v for k, v in body.items() if v is not None})
+    hold = client.json("POST", "/v1/holds", json={k: v for k, v in body.items() if v is not None})
     echo(f"hold {hold['id']} placed for case {hold['case_ref']}; it covers {hold['covers']} recording(s) now")
 
 
@@ -65,23 +70,50 @@ def create(
 def list_(
     released: Annotated[bool, typer.Option("--released", help="Released holds instead of active ones.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Active and released.")] = False,
+    as_json: Json = False,
+    tz: Tz = None,
     server: Server = DEFAULT_SERVER,
     token: Token = None,
 ) -> None:
     """List holds in your sites (active ones by default)."""
+    use_zone(tz)
     client = ApiClient(server, token)
     # The service lists active holds unless told `active=false`, and a query string cannot
     # say "either"; so --all asks for both and merges them, oldest first as the service orders.
     wanted = ("true", "false") if all_ else (str(not released).lower(),)
     holds = [hold for active in wanted for hold in client.json("GET", "/v1/holds", params={"active": active})]
-    for hold in sorted(holds, key=lambda h: (datetime.fromisoformat(h["created_at"]), h["id"])):
-        echo(_line(hold))
+    holds.sort(key=lambda h: (datetime.fromisoformat(h["created_at"]), h["id"]))
+    if as_json:
+        echo_json(holds)
+        return
+    rows = [(h["id"], h["case_ref"], h["site"], local(h["created_at"]), _state(h), _scope(h)) for h in holds]
+    echo_table(("ID", "CASE", "SITE", "PLACED", "STATE", "SCOPE"), rows, empty="no holds")
 
 
 @app.command()
-def show(hold_id: str, server: Server = DEFAULT_SERVER, token: Token = None) -> None:
+def show(
+    hold_id: str, as_json: Json = False, tz: Tz = None, server: Server = DEFAULT_SERVER, token: Token = None
+) -> None:
     """Show one hold, with how many recordings it covers now."""
-    echo_json(ApiClient(server, token).json("GET", f"/v1/holds/{hold_id}"))
+    use_zone(tz)
+    h = ApiClient(server, token).json("GET", f"/v1/holds/{hold_id}")
+    if as_json:
+        echo_json(h)
+        return
+    echo_fields(
+        [
+            ("id", h["id"]),
+            ("case", h["case_ref"]),
+            ("reason", h["reason"]),
+            ("site", h["site"]),
+            ("scope", _scope(h)),
+            ("recordings", ", ".join(h["recordings"]) or "-"),
+            ("covers now", h.get("covers") if h.get("covers") is not None else "-"),
+            ("placed", f"{local(h['created_at'])} by {h['created_by']}"),
+            ("state", _state(h)),
+            *([("release reason", h["release_reason"])] if h.get("release_reason") else []),
+        ]
+    )
 
 
 @app.command()

@@ -56,12 +56,16 @@ class ApiClient:
 
         return tls.unreachable(self.http.base_url, exc)
 
-    def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; print a clear error and exit non-zero on failure."""
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send a request and return the answer whatever its status; exit only if the server is unreachable."""
         try:
-            response = self.http.request(method, url, **kwargs)
+            return self.http.request(method, url, **kwargs)
         except self._transport_error as exc:
             raise fail(self._unreachable(exc)) from exc
+
+    def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; print a clear error and exit non-zero on failure."""
+        response = self.request(method, url, **kwargs)
         if response.status_code >= 400:
             raise fail(_refused(response))
         return response

@@ -49,6 +49,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "Legal holds: a held recording cannot be deleted by anyone until every hold on it is released.",
     ),
     "audit": ("client.audit", "client", "Read, export and verify the access log (auditors)."),
+    "alerts": ("client.alerts", "client", "Help alerts from the counters of your sites: list and acknowledge."),
 }
 
 OWN_PACKAGES = {"api", "client", "consent", "countersign", "evidence", "recorder", "retention"}

@@ -23,7 +23,9 @@ class Action(StrEnum):
     EVIDENCE_LIST = "api:evidence:list"
     EVIDENCE_SHOW = "api:evidence:show"
     EVIDENCE_READ = "api:evidence:read"
+    EVIDENCE_READ_SEALED = "api:evidence:read-sealed"  # a read as ciphertext, opened by the officer's offline key
     EVIDENCE_INTEGRITY = "api:evidence:integrity"
+    EVIDENCE_NO_AUDIO = "api:evidence:no-audio"  # a read of a verified recording that holds no audio (not a failure)
     EVIDENCE_CUSTODY = "api:evidence:custody"
     EVIDENCE_EXPORT = "api:evidence:export"  # an officer asked for a bundle (logged before anything is read)
     EVIDENCE_EXPORTED = "api:evidence:exported"  # the bundle that left: SHA-256 of its signed SHA256SUMS
@@ -45,12 +47,19 @@ class Action(StrEnum):
     DEVICE_ENABLE = "api:device:enable"
     TOKEN_ROTATE = "api:token:rotate"  # a user or a device replaced its own token
     ADMIN_RESET = "cli:admin:reset"  # a lost admin token replaced on the server itself
+    NOTICE_ADD = "api:notice:add"  # a new version of a notice text (earlier versions are never changed)
+    NOTICE_AUDIO_SET = "api:notice:audio"  # a notice version's spoken reading uploaded or generated
     POLICY_SET = "api:policy:set"
     POLICY_CLEAR = "api:policy:clear"
     SERVER_INIT = "cli:server:init"
     # auditors
     AUDIT_READ = "api:audit:read"
     AUDIT_EXPORT = "api:audit:export"
+    # the web console (api/console)
+    CONSOLE_LOGIN_SET = "cli:console:login-set"  # a user's console password and TOTP secret (re)provisioned
+    CONSOLE_SIGN_IN = "console:session:sign-in"  # allowed, or denied (wrong password/code, replay, locked)
+    CONSOLE_LOCKED = "console:account:locked"  # too many failures in a row: refused for a while
+    CONSOLE_SIGN_OUT = "console:session:sign-out"
     # anyone refused
     ACCESS_DENIED = "api:access:denied"
     ACCESS_DENIED_SUMMARY = "api:access:denied-summary"  # failures past the rate, counted (api.core.throttle)
@@ -67,3 +76,13 @@ class Action(StrEnum):
     KEY_PASSPHRASE = "keys:passphrase:change"  # every key file re-encrypted under a new passphrase
     KEY_OFFLINE_ADD = "keys:offline:add"  # an offline recovery key registered: devices seal to it too
     KEY_RECOVERY_IMPORT = "keys:recovery:import"  # a signed record of a recording read offline, without the service
+    # help alerts (api/alerts): staff never alone
+    ALERT_RAISE = "api:alert:raise"  # a device called for help (or flagged an incident with alerts on)
+    ALERT_ACK = "api:alert:ack"  # a supervisor of the site answered ("Sato is coming")
+    ALERT_ESCALATE = "alerts:alert:escalate"  # nobody answered in time: the next tier was notified
+    ALERT_DELIVERED = "alerts:delivery:sent"  # one e-mail or webhook accepted by its receiver
+    ALERT_DELIVERY_FAILED = "alerts:delivery:failed"  # given up after the last retry
+    DEVICE_HEALTH = "alerts:device:health"  # a device silent, its clock off, or its spool filling: contacts told
+    ALERTING_SET = "api:alerting:set"  # a site's alerting settings changed
+    ALERT_CONTACT_ADD = "api:alert-contact:add"
+    ALERT_CONTACT_REMOVE = "api:alert-contact:remove"

@@ -43,6 +43,14 @@ class IntegrityError(EvidenceError):
     """Integrity check failed; the evidence was altered, reordered or is incomplete"""
 
 
+class NoAudio(EvidenceError):
+    """No audio to release"""
+
+    # Not an IntegrityError: an objection record, or a consented recording whose capture never
+    # produced a segment, holds no audio by what it is. It is reported (and audited) as that,
+    # only after every check an integrity failure would come from has passed (api.retrieval).
+
+
 class FormatError(EvidenceError):
     """Malformed evidence"""
 

@@ -32,6 +32,8 @@ INTERRUPT = RECORDINGS + "/{recording_id}/interrupt"
 INCIDENT = RECORDINGS + "/{recording_id}/incident"
 ENROL = "/v1/enrol"
 KEYS = "/v1/keys"
+NOTICES = "/v1/notices"  # each entry says whether a spoken reading exists, and its sha256
+NOTICE_AUDIO = NOTICES + "/{notice_id}/versions/{version}/{language}/audio"
 
 # Help alerts and the device's check-in (the counter kiosk; api/alerts on the service side).
 #   POST ALERTS       device: {"kind": "help" | "incident", "recording_id": str | null, "category": str | null}
@@ -50,11 +52,19 @@ ALERT_ACK = ALERT + "/ack"
 ALERT_STREAM = ALERTS + "/stream"
 HEARTBEAT = "/v1/device/heartbeat"
 DEVICE_SETTINGS = "/v1/device/settings"
+# Administrators: a site's alerting settings and contacts (GET/PUT; POST a contact, DELETE one).
+SITE_ALERTING = "/v1/sites/{site_id}/alerting"
+ALERT_CONTACTS = "/v1/sites/{site_id}/alert-contacts"
+ALERT_CONTACT = ALERT_CONTACTS + "/{contact_id}"
 ALERT_KINDS = ("help", "incident")
 # open: the first tier was notified; escalated: a later tier was, nobody has acknowledged yet.
 ALERT_STATES = ("open", "escalated", "acknowledged")
 # ALERT_VIEW: {"id", "kind", "site", "device_id", "device_name", "recording_id", "category", "state",
 #   "tier", "created_at", "escalated_at", "acknowledged_at", "acknowledged_by", "message"}
+
+
+def notice_audio_path(notice_id: str, version: int, language: str) -> str:
+    return NOTICE_AUDIO.format(notice_id=notice_id, version=version, language=language)
 
 
 def alert_path(alert_id: uuid.UUID | str) -> str:

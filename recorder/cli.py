@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import sys
 import threading
@@ -14,7 +15,7 @@ from consent.catalogue import pick
 from evidence.errors import ExitCode
 from evidence.text import printable
 from recorder import prompt
-from recorder.capture import DeviceSource, FileSource, Source
+from recorder.capture import SILENCE_PEAK, DeviceSource, FileSource, Source
 from recorder.client import DeviceClient
 from recorder.enroll import enroll as do_enroll
 from recorder.errors import NotAllUploaded, RecorderError, ServerRefused, ServerUnreachable, UsageError
@@ -24,6 +25,12 @@ from recorder.recording import LiveRecording, record_objection
 from recorder.runner import Controls, run
 from recorder.spool import Spool, SpooledRecording
 from recorder.uploader import UploadThread, finish, send_pending
+
+# The recorder's shape is the one with PortAudio's binding. A server has httpx, NumPy and soundfile
+# for its own reasons, so without this check `countersign recorder` would load there and fail only
+# at the microphone; it must refuse as not installed (countersign/cli.py, tests/test_install_shapes.py).
+if importlib.util.find_spec("sounddevice") is None:
+    raise ImportError("sounddevice is not installed", name="sounddevice")
 
 app = typer.Typer(no_args_is_help=True, help="The counter agent: enrol a device, record with consent, upload.")
 
@@ -90,7 +97,15 @@ def _make_source(input_file: Path | None, input_device: str | None, rate: int, c
     device: str | int | None = int(input_device) if input_device and input_device.isdigit() else input_device
     source = DeviceSource(sample_rate=rate, channels=channels, device=device)
     source.check()  # a missing or busy device is one line and exit 2, before the notice is shown
+    # Capture runs (and is dropped) before the notice: a stream that will not open or deliver
+    # audio fails here, so no consent record and no recording exist for it.
+    source.start()
     return source
+
+
+def _close_source(source: Source | None) -> None:
+    if isinstance(source, DeviceSource):
+        source.close()
 
 
 def _watch_keys(controls: Controls, source: Source) -> None:
@@ -136,6 +151,7 @@ def record(
         raise fail(UsageError("--consent must be 'given' or 'objected'"))
     device_home = DeviceHome(home)
     client: DeviceClient | None = None
+    source: Source | None = None
     try:
         config = device_home.config()
         client = DeviceClient.for_home(device_home, config)  # over https: the CA and the pinned certificate
@@ -152,28 +168,43 @@ def record(
             client.close()
         raise fail(exc, ExitCode.USAGE) from exc
 
-    if consent is None:
-        record_ = prompt.present(
-            notice,
-            staff,
-            say,
-            lambda q: typer.prompt(q, default="", show_default=False),
-            # Recording a file (a phone line): the customer is not at this PC's speaker, so nothing is played.
-            prompt.notice_audio(home, notice) if input_file is None else None,
-            output_device,
-        )
-    else:
-        record_ = prompt.scripted(notice, staff, consent)
+    try:
+        if consent is None:
+            record_ = prompt.present(
+                notice,
+                staff,
+                say,
+                lambda q: typer.prompt(q, default="", show_default=False),
+                # Recording a file (a phone line): the customer is not at this PC's speaker, so nothing is played.
+                prompt.notice_audio(home, notice) if input_file is None else None,
+                prompt.device_arg(output_device),
+            )
+        else:
+            record_ = prompt.scripted(notice, staff, consent)
+        heard_nothing = isinstance(source, DeviceSource) and source.peak <= SILENCE_PEAK
+        if record_.outcome == "given" and consent is None and heard_nothing:
+            # Not a refusal here: a terminal user may record a quiet line on purpose; the kiosk refuses.
+            say(
+                "warning: the microphone heard only silence while the notice was shown; check it is not muted"
+                " / 告知中のマイク入力が無音でした。ミュートを確認してください"
+            )
+    except (KeyboardInterrupt, typer.Abort) as exc:  # staff cancelled at the notice: nothing was decided
+        _close_source(source)
+        client.close()
+        say("cancelled: no consent was recorded and nothing was recorded / 中止しました。記録はありません")
+        raise typer.Exit(ExitCode.FAILED) from exc
     spool = Spool(device_home.spool_dir, int(spool_max_mb * 1024 * 1024))
     try:
         if record_.outcome == "objected":
+            _close_source(source)
             spooled = record_objection(device_home, spool, record_)
-            say("customer objected: nothing is recorded; the objection is logged")
+            say("customer objected: nothing is recorded; the objection is logged / 拒否を記録しました (録音なし)")
             _upload_now(client, spool, spooled)
             return
         try:
             live = LiveRecording(device_home, spool, record_, source.sample_rate, source.channels, segment_seconds)
         except RecorderError as exc:
+            _close_source(source)
             raise fail(exc) from exc
         uploader = UploadThread(client, live.spooled, say)
         uploader.start()
@@ -187,7 +218,10 @@ def record(
             signal.signal(signum, on_signal)
         if sys.stdin.isatty() or (duration is None and input_file is None):
             threading.Thread(target=_watch_keys, args=(controls, source), daemon=True).start()
-        say(f"recording {live.id} — press Enter to stop, 'i <category>' + Enter to flag an incident")
+        say(
+            f"recording {live.id} — press Enter to stop, 'i <category>' + Enter to flag an incident\n"
+            "録音中 — Enter で停止、'i <区分>' + Enter でインシデント登録"
+        )
         try:
             summary = run(source, live, uploader, controls, duration, say)
         except RecorderError as exc:  # e.g. the input device went away: its own line and code
@@ -276,3 +310,46 @@ def status(home: Home, spool_max_mb: SpoolMax = 1024.0) -> None:
             f"  {spooled.id}  {state:<9} segments {len(spooled.segments())}  unsent {len(spooled.unsent())}"
             f"{'  final' if spooled.has_final() else ''}"
         )
+
+
+@app.command()
+def serve(
+    home: Home,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the kiosk page.")] = 8765,
+    host: Annotated[
+        str, typer.Option(help="Address to serve on; anything but loopback requires a pairing secret.")
+    ] = "127.0.0.1",
+    pairing_secret_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the secret a LAN screen presents once (default: a new one, printed)."),
+    ] = None,
+    input_device: Annotated[str | None, typer.Option(help="sounddevice input device name or index.")] = None,
+    output_device: Annotated[str | None, typer.Option(help="Device that speaks the notice.")] = None,
+    staff: Annotated[
+        str, typer.Option(envvar="COUNTERSIGN_STAFF_CODE", help="Staff code recorded with each consent.")
+    ] = "counter",
+    segment_seconds: Annotated[float, typer.Option(min=0.5, max=60)] = 5.0,
+    sample_rate: Annotated[int, typer.Option(help="Device capture rate.")] = 16000,
+    channels: Annotated[int, typer.Option(min=1, max=2)] = 1,
+    spool_max_mb: SpoolMax = 1024.0,
+) -> None:
+    """Run the counter agent: the kiosk page, readiness checks, recording and automatic upload."""
+    from recorder.kiosk.service import serve as run_kiosk
+
+    try:
+        run_kiosk(
+            home,
+            port=port,
+            host=host,
+            pairing_secret_file=pairing_secret_file,
+            input_device=input_device,
+            output_device=output_device,
+            staff=staff,
+            segment_seconds=segment_seconds,
+            sample_rate=sample_rate,
+            channels=channels,
+            spool_max_bytes=int(spool_max_mb * 1024 * 1024),
+            say=say,
+        )
+    except RecorderError as exc:
+        raise fail(exc) from exc

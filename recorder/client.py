@@ -26,6 +26,12 @@ class ServerNotTrusted(ServerUnreachable):
     # the pinned server answers again.
 
 
+class NotFound(ServerRefused):
+    """The server does not know that path or object (404)"""
+
+    # Still a refusal for uploads; the kiosk tells from it that a service predates an endpoint.
+
+
 class DeviceClient:
     """The device's connection to the service.
 
@@ -75,7 +81,8 @@ class DeviceClient:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
-            raise ServerRefused(f"{response.status_code}: {detail}")
+            refusal = NotFound if response.status_code == 404 else ServerRefused
+            raise refusal(f"{response.status_code}: {detail}")
         return response
 
     def enrol(self, code: str, public_key_hex: str) -> dict[str, Any]:
@@ -108,3 +115,41 @@ class DeviceClient:
 
     def flag_incident(self, recording_id: str, category: str) -> None:
         self._send("POST", wire.incident_path(recording_id), json={"category": category})
+
+    # The counter kiosk (recorder/kiosk): check-in, site settings and help alerts (evidence/wire.py).
+
+    def heartbeat(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """POST HEARTBEAT: clock and spool state -> {"server_time", "skew_seconds"}."""
+        return self._json("POST", wire.HEARTBEAT, timeout, json=body)
+
+    def notices(self) -> Any:
+        """GET NOTICES as listed (recorder.notice_audio checks its shape before trusting it)."""
+        return self._send("GET", wire.NOTICES).json()
+
+    def notice_audio(self, notice_id: str, version: int, language: str) -> bytes:
+        """One notice version's spoken reading (checked against the listed sha256 by the caller)."""
+        return self._send("GET", wire.notice_audio_path(notice_id, version, language)).content
+
+    def device_settings(self, timeout: float | None = None) -> dict[str, Any]:
+        """GET DEVICE_SETTINGS: the site's incident categories and alert settings."""
+        return self._json("GET", wire.DEVICE_SETTINGS, timeout)
+
+    def raise_alert(self, kind: str, recording_id: str | None, category: str | None) -> dict[str, Any]:
+        """POST ALERTS -> the alert as the service shows it (ALERT_VIEW)."""
+        body = {"kind": kind, "recording_id": recording_id, "category": category}
+        return self._json("POST", wire.ALERTS, None, json=body)
+
+    def alert(self, alert_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """GET ALERT: its state now (open, escalated, acknowledged)."""
+        return self._json("GET", wire.alert_path(alert_id), timeout)
+
+    def _json(self, method: str, url: str, timeout: float | None, **kwargs: Any) -> dict[str, Any]:
+        if timeout:
+            kwargs["timeout"] = httpx.Timeout(timeout)
+        try:
+            reply = self._send(method, url, **kwargs).json()
+        except ValueError as exc:
+            raise ServerRefused(f"{method} {url} answered something that is not JSON") from exc
+        if not isinstance(reply, dict):
+            raise ServerRefused(f"{method} {url} answered {type(reply).__name__}, not an object")
+        return reply

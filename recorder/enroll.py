@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from recorder.errors import (
     UsageError,
 )
 from recorder.home import DeviceHome
+from recorder.notice_audio import sync_audio
 
 CODE_GROUPS, GROUP_LENGTH = 4, 4  # the service issues XXXX-XXXX-XXXX-XXXX (api.core.tokens.new_enrolment_code)
 _SEPARATORS = re.compile(r"[\s\-_.]+")
@@ -58,11 +61,23 @@ def _tls_material(server: str, ca_file: Path | None, pin: str | None) -> tuple[s
         raise UsageError(f"--pin: {exc}") from exc
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def enroll(
-    server: str, code: str, home_dir: Path, ca_file: Path | None = None, pin: str | None = None
+    server: str,
+    code: str,
+    home_dir: Path,
+    ca_file: Path | None = None,
+    pin: str | None = None,
+    say: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Enrol this device. Over https the server's certificate must verify (against ca_file if given)
-    and, if pin is given, match it; its fingerprint is kept and checked on every later connection."""
+    and, if pin is given, match it; its fingerprint is kept and checked on every later connection.
+
+    Once enrolled, the notices' spoken readings are fetched (recorder.notice_audio); one that cannot
+    be fetched or fails its hash is reported through `say`, never fails the enrolment (it is done)."""
     home = DeviceHome(home_dir)
     if home.is_enrolled():
         raise AlreadyEnrolled(str(home_dir))
@@ -96,4 +111,10 @@ def enroll(
         config["server_pin"] = seen
     keys = {k["key_id"]: {f: v for f, v in k.items() if f != "key_id"} for k in reply["evidence_keys"]}
     home.save(config, bytes(signing), reply["token"], keys, reply["notices"], ca_pem=ca_pem)
+    # With the device's own token and pinned certificate now: the readings are device-only.
+    audio_client = DeviceClient.for_home(home, config)
+    try:
+        sync_audio(home.root, audio_client, reply["notices"], say)
+    finally:
+        audio_client.close()
     return config

@@ -10,7 +10,9 @@ Layout::
     evidence_keys.json   the service's evidence public keys as GET /v1/keys last listed them: key id ->
                          {public_key (X25519, hex), state, custody, seal_to, valid_until}; recordings are
                          sealed to every key with seal_to (an older home's {key id: hex} means seal_to)
-    notices.json         the site's consent notices
+    notices.json         the site's consent notices (with each one's audio_sha256, if it has a reading)
+    notice-audio/        ID.LANG.vN.wav: the notices' spoken readings, each checked against its listed
+                         SHA-256 when fetched (recorder.notice_audio)
     spool/               encrypted segments waiting to upload (see recorder.spool)
 """
 

@@ -13,11 +13,24 @@ from recorder.errors import NoticeAudioError
 Ask = Callable[[str], str]
 Say = Callable[[str], None]
 
+# Staff read these, whatever language the customer's notice is in: Japanese first, then English.
+ASK_DECISION = (
+    "告知しました。[Enter] 同意あり・録音開始 / [o] お客様が拒否\n"
+    "Notice given. [Enter] customer agrees, start recording / [o] customer objects"
+)
+ASK_AGAIN = "Enter か o を押してください。 / Please press Enter or type o."
+ONLY_SHOWN = "告知は表示のみです。お客様に読み上げてください。 / the notice was only shown: read it to the customer"
+
 
 def notice_audio(home_root: Path, notice: Notice) -> Path | None:
     """A recorded (or synthesised) reading of exactly this notice version, if provisioned."""
     path = home_root / "notice-audio" / f"{notice.id}.{notice.language}.v{notice.version}.wav"
     return path if path.is_file() else None
+
+
+def device_arg(name: str | None) -> str | int | None:
+    """A --input-device or --output-device value as sounddevice takes it: digits are an index, anything else a name."""
+    return int(name) if name and name.isdigit() else name
 
 
 def speak(path: Path, device: str | int | None) -> None:
@@ -27,8 +40,13 @@ def speak(path: Path, device: str | int | None) -> None:
         import soundfile as sf
 
         data, rate = sf.read(str(path), dtype="int16")
+        sd.check_output_settings(device=device, channels=1 if data.ndim == 1 else data.shape[1], samplerate=rate)
         sd.play(data, rate, device=device)
-        sd.wait()
+        try:
+            sd.wait()
+        except BaseException:
+            sd.stop()  # Ctrl-C while the notice plays: silence the speaker before the caller exits
+            raise
     except Exception as exc:  # sd.PortAudioError, sf.LibsndfileError, OSError, ValueError (unknown device)
         raise NoticeAudioError(f"{path.name}: {exc}") from None
 
@@ -46,16 +64,16 @@ def present(
             method = "displayed+spoken"
         except NoticeAudioError as exc:
             # The notice was shown; the consent record says so and not more. Staff read it aloud.
-            say(f"warning: {exc}; the notice was only shown: read it to the customer")
+            say(f"warning: {exc}; {ONLY_SHOWN}")
     while True:
-        answer = ask("Notice given. [Enter] customer agrees, start recording / [o] customer objects").strip().lower()
+        answer = ask(ASK_DECISION).strip().lower()
         if answer in ("", "y", "yes"):
             outcome = "given"
             break
         if answer in ("o", "object", "objected", "n", "no"):
             outcome = "objected"
             break
-        say("Please press Enter or type o.")
+        say(ASK_AGAIN)
     return ConsentRecord.for_notice(
         notice,
         method=method,

@@ -9,7 +9,9 @@ not be purged (they are retried next run), 2 the service is not configured.
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,8 +21,9 @@ from api.core.keys import KeyFileError
 from api.core.models import utcnow
 from api.core.services import Services, build_services
 from api.core.settings import SettingsError, load_settings
+from evidence import display
 from retention import job
-from retention.errors import ConflictingOptions, NotAllPurged, NotConfigured, fail
+from retention.errors import BadOption, ConflictingOptions, NotAllPurged, NotConfigured, fail
 
 app = typer.Typer(no_args_is_help=True, help="Retention: purge what policy no longer lets us keep; report what is due.")
 
@@ -120,8 +123,19 @@ def status(
     count: Annotated[
         bool, typer.Option("--count", help="Also count the live recordings not yet due (a pass over the table).")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON (times in UTC, ISO).")] = False,
+    tz: Annotated[
+        str | None, typer.Option("--tz", envvar="COUNTERSIGN_TZ", help="Time zone to show times in (IANA name).")
+    ] = None,
 ) -> None:
-    """What is due now and what will expire in the next N days, by site and rule (held ones will not go)."""
+    """What is due now and what will expire in the next N days, by site and rule (held ones will not go).
+
+    Times are shown in --tz (COUNTERSIGN_TZ, default Asia/Tokyo); --json prints the same, in UTC ISO form.
+    """
+    try:
+        zone = display.zone(tz)
+    except ValueError as exc:
+        raise fail(BadOption(str(exc))) from exc
     services = _services(data)
     now = utcnow()
     due_now, lines = job.expiring(services, now, days)
@@ -129,13 +143,44 @@ def status(
         states = job.purge_states(session)
         later = job.next_due(session, now)
         not_due = job.count_not_due(session, now) if count else None
-    typer.echo(f"as of {now:%Y-%m-%d %H:%M} UTC: {due_now} due now; recordings by state: {states}")
-    typer.echo(f"next due {later:%Y-%m-%d %H:%M} UTC" if later else "next due: none")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "as_of": now.isoformat(),
+                    "days": days,
+                    "due_now": due_now,
+                    "next_due": later.isoformat() if later else None,
+                    "recordings_by_state": dict(sorted(states.items())),
+                    **({"not_yet_due": not_due[0], "no_deletion_date": not_due[1]} if not_due is not None else {}),
+                    "expiring": [
+                        {
+                            "first": x.first.isoformat(),
+                            "site": x.site,
+                            "count": x.count,
+                            "held": x.held,
+                            "rule": x.reason,
+                        }
+                        for x in lines
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+
+    def shown(moment: datetime) -> str:
+        return display.local(moment, zone, seconds=False)
+
+    by_state = ", ".join(f"{state} {n}" for state, n in sorted(states.items())) or "none"
+    typer.echo(f"as of {shown(now)}: {due_now} due now; recordings by state: {by_state}")
+    typer.echo(f"next due {shown(later)}" if later else "next due: none")
     if not_due is not None:
         typer.echo(f"not yet due {not_due[0]}, no deletion date {not_due[1]}")
     if not lines:
         typer.echo(f"nothing expires in the next {days} days")
         return
-    typer.echo(f"{'first':<17} {'site':<16} {'count':>7} {'held':>6}  reason")
-    for line in lines:
-        typer.echo(f"{line.first:%Y-%m-%d %H:%M}  {line.site:<16} {line.count:>7} {line.held:>6}  {line.reason}")
+    typer.echo()
+    rows = [(shown(x.first), x.site, x.count, x.held, x.reason) for x in lines]
+    for line in display.table(("FIRST", "SITE", "COUNT", "HELD", "RULE"), rows):  # cells escaped: site ids
+        typer.echo(line)

@@ -26,6 +26,12 @@ class ConflictingOptions(RetentionCommandError):
     exit_code = ExitCode.USAGE
 
 
+class BadOption(RetentionCommandError):
+    """An option's value cannot be used"""
+
+    exit_code = ExitCode.USAGE
+
+
 class NotAllPurged(RetentionCommandError):
     """Some recordings were not purged; they will be retried on the next run"""
 

@@ -147,6 +147,7 @@ class LiveServer:
 
     def __init__(self, data: Path, port: int, tls: tuple[Path, Path] | None = None, ca: Path | None = None) -> None:
         self.data, self.port, self.tls, self.ca = data, port, tls, ca
+        self.env: dict[str, str] = {}  # extra environment for the next start (e.g. the SMTP server to use)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data.parent / f"server-{port}.log"
@@ -166,7 +167,7 @@ class LiveServer:
                     str(self.port),
                     *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []),
                 ],
-                env=cli_env(),
+                env=cli_env(**self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

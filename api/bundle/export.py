@@ -101,7 +101,8 @@ def _partial_reason(recording: Recording, segments: int, final: bool) -> str | N
     if final or recording.header.get("consent", {}).get("outcome") != "given":
         return None
     if segments == 0:
-        return "no segment arrived: the device stopped before its first segment was uploaded"
+        # Consent given, capture produced nothing: what the recording is, not a failed check.
+        return f"no audio was captured: no segment arrived before the recording ended (status {recording.status})"
     return (
         f"segments 0..{segments - 1} arrived and the device sent nothing after them "
         f"(status {recording.status}): it was stopped, lost or destroyed mid-recording"

@@ -103,6 +103,7 @@ ACTIONS = {
     "api:evidence:show": "詳細閲覧",
     "api:evidence:read": "音声取得",
     "api:evidence:integrity": "完全性確認",
+    "api:evidence:no-audio": "音声なし",
     "api:evidence:custody": "保管記録閲覧",
     "api:evidence:export": "証拠出力の請求",
     "api:evidence:exported": "証拠出力",

@@ -37,6 +37,7 @@ __all__ = [
     "KeyCustodian",
     "KeyFileError",
     "SealedOnlyToRetired",
+    "ZeroKnowledgeRefusal",
     "check_sealed_to",
     "read_public_signing_key",
 ]
@@ -52,22 +53,39 @@ ACCEPTED_STATES = frozenset({CURRENT, PREVIOUS})
 SERVICE, OFFLINE = "service", "offline"
 # Written beside the key files while `countersign keys passphrase` replaces them; see reprotect().
 PASSPHRASE_JOURNAL = "passphrase-change.json"
+# Zero-knowledge mode (`countersign server init --zero-knowledge`): this file in DATA/keys says the
+# service holds no evidence private key, only its audit signing key. load() then starts with no
+# evidence key file and refuses to start if one appears; reads leave as ciphertext (api.sealed_read).
+ZERO_KNOWLEDGE_FILE = "zero-knowledge.json"
+
+
+class ZeroKnowledgeRefusal(EvidenceError):
+    """This service cannot decrypt (zero-knowledge mode): read with the organisation's offline key, countersign evidence get ID --purpose ... --key OFFLINE_KEY_FILE -o FILE"""  # noqa: E501  (one line: it is the message)
 
 
 class SealedOnlyToRetired(EvidenceError):
     """Refused: the recording's data key is sealed to no service evidence key in use"""
 
 
+def zero_knowledge_db(session: Session) -> bool:
+    """Whether the keys table is a zero-knowledge one: no service-held evidence key, ever. Only
+    `server init --zero-knowledge` makes such a table (and `keys rotate` refuses to add one there);
+    a normal data directory keeps the rows of its service keys even once they are destroyed."""
+    return session.scalar(select(EvidenceKey.key_id).where(EvidenceKey.custody == SERVICE).limit(1)) is None
+
+
 def check_sealed_to(session: Session, key_ids: Iterable[str]) -> None:
     """Refuse (422, through the app's EvidenceError handler) a new recording none of whose sealed
-    keys names a current or previous *service-held* evidence key: audio sealed only to retired or
-    destroyed keys, or only to offline keys. Sealing to offline keys as well is welcome (that is
-    what devices do once one is registered), but the service must be able to read what it keeps:
-    offline-only sealing is for zero-knowledge mode, which does not exist yet."""
+    keys names a current or previous evidence key the recording can be read with: normally a
+    *service-held* one (audio sealed only to retired or destroyed keys, or only to offline keys, is
+    refused: the service must be able to read what it keeps; sealing to offline keys as well is
+    welcome). In zero-knowledge mode there is no service key, so a current or previous offline key
+    is what counts (and service-held sealing cannot happen)."""
     wanted = sorted(set(key_ids))
     query = select(EvidenceKey.key_id, EvidenceKey.state, EvidenceKey.custody).where(EvidenceKey.key_id.in_(wanted))
     found: dict[str, tuple[str, str]] = {kid: (state, custody) for kid, state, custody in session.execute(query)}
-    if any(found.get(kid, ("", ""))[0] in ACCEPTED_STATES and found[kid][1] == SERVICE for kid in wanted):
+    readable_by = OFFLINE if zero_knowledge_db(session) else SERVICE
+    if any(found.get(kid, ("", ""))[0] in ACCEPTED_STATES and found[kid][1] == readable_by for kid in wanted):
         return
     named = (
         ", ".join(
@@ -262,13 +280,26 @@ class KeyCustodian:
     # `countersign keys rotate` while we run) can look again: see reload().
     data_dir: Path | None = None
     passphrase: bytes | None = field(default=None, repr=False)
+    # Zero-knowledge mode: no evidence private key at all (ZERO_KNOWLEDGE_FILE); unseal() always refuses.
+    zero_knowledge: bool = False
     _reload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def create(cls, data_dir: Path, passphrase: bytes | None) -> tuple[KeyCustodian, str]:
-        """First start: make one evidence key pair and the service signing key."""
-        custodian = cls()
-        kid = custodian.add_evidence_key(data_dir, passphrase)
+    def create(
+        cls, data_dir: Path, passphrase: bytes | None, zero_knowledge_key: str | None = None
+    ) -> tuple[KeyCustodian, str]:
+        """First start: make one evidence key pair and the service signing key. In zero-knowledge
+        mode (zero_knowledge_key: the organisation's offline key id) only the signing key and the
+        marker are written: no evidence private key ever exists here."""
+        custodian = cls(zero_knowledge=zero_knowledge_key is not None)
+        if zero_knowledge_key is None:
+            kid = custodian.add_evidence_key(data_dir, passphrase)
+        else:
+            kid = zero_knowledge_key
+            _write_private(
+                data_dir / KEYS_DIR / ZERO_KNOWLEDGE_FILE,
+                {"kind": "countersign-zero-knowledge", "version": 1, "offline_key_id": kid},
+            )
         signing = nacl.signing.SigningKey.generate()
         _write_private(
             data_dir / KEYS_DIR / SIGNING_KEY_FILE,
@@ -283,6 +314,11 @@ class KeyCustodian:
 
     def add_evidence_key(self, data_dir: Path, passphrase: bytes | None) -> str:
         """A new evidence key pair: its file under DATA/keys (fsynced), and held here; returns its id."""
+        if self.zero_knowledge or (data_dir / KEYS_DIR / ZERO_KNOWLEDGE_FILE).exists():
+            raise KeyFileError(
+                f"{data_dir} is in zero-knowledge mode: the service holds no evidence private key "
+                "(register a new offline key with 'countersign keys add-offline' instead)"
+            )
         private = nacl.public.PrivateKey.generate()
         public = bytes(private.public_key)
         kid = key_id_for(public)
@@ -296,14 +332,19 @@ class KeyCustodian:
     @classmethod
     def load(cls, data_dir: Path, passphrase: bytes | None) -> KeyCustodian:
         folder = data_dir / KEYS_DIR
-        custodian = cls(data_dir=data_dir, passphrase=passphrase)
+        zero_knowledge = (folder / ZERO_KNOWLEDGE_FILE).exists()
+        custodian = cls(data_dir=data_dir, passphrase=passphrase, zero_knowledge=zero_knowledge)
+        if custodian.zero_knowledge and any(folder.glob("evidence-*.key")):
+            # Someone put a service-held key into a zero-knowledge data directory: refuse rather
+            # than quietly become a service that can decrypt.
+            raise KeyFileError(f"{folder} is zero-knowledge ({ZERO_KNOWLEDGE_FILE}) but holds evidence-*.key files")
         for path in sorted(folder.glob("evidence-*.key")):
             data = _read(path)
             custodian.evidence_keys[data["key_id"]] = nacl.public.PrivateKey(_unprotect(data, passphrase, path))
         signing_path = folder / SIGNING_KEY_FILE
         if signing_path.exists():
             custodian.signing_key = nacl.signing.SigningKey(_unprotect(_read(signing_path), passphrase, signing_path))
-        if not custodian.evidence_keys or custodian.signing_key is None:
+        if (not custodian.evidence_keys and not custodian.zero_knowledge) or custodian.signing_key is None:
             raise KeyFileError(f"no keys under {folder}: run 'countersign server init' first")
         return custodian
 
@@ -332,6 +373,8 @@ class KeyCustodian:
     def unseal(self, sealed: dict[str, bytes]) -> bytes:
         """Open a recording's data key with any evidence key we hold (looking at the key
         directory again first if we hold none of them: a key rotated in while we run)."""
+        if self.zero_knowledge:
+            raise ZeroKnowledgeRefusal()
         opened = self._unseal_held(sealed)
         if opened is None and self.data_dir is not None:
             self.reload()

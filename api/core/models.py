@@ -11,7 +11,9 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -284,3 +286,159 @@ Index(
     postgresql_where=_current_service_key,
     sqlite_where=_current_service_key,
 )
+
+
+# --------------------------------------------------------------------------- help alerts (api/alerts)
+# Here rather than in api/alerts so the one metadata the migrations compare holds them (as the core tables).
+
+
+class SiteAlerting(Base):
+    """A site's alerting: how long an alert waits for an acknowledgment, and when the counter is staffed."""
+
+    __tablename__ = "site_alerting"
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    escalate_after_seconds: Mapped[int] = mapped_column(Integer, default=120)
+    incident_alerts: Mapped[bool] = mapped_column(Boolean, default=True)  # an incident flag raises an alert too
+    opening_hours: Mapped[str | None] = mapped_column(String(200))  # "mon-fri 08:30-17:15; sat 09:00-12:00"
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Tokyo")
+    incident_categories: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)  # None: the built-in list
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(80))
+
+
+class AlertContact(Base):
+    """Who is told, and how: an e-mail address or a webhook URL, in an escalation tier (1 first)."""
+
+    __tablename__ = "alert_contacts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    tier: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))  # email | webhook
+    target: Mapped[str] = mapped_column(String(500))
+    # The webhook's HMAC key: kept in clear because signing needs it; returned once, at creation, never again.
+    secret: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(80))
+
+
+class Alert(Base):
+    """A call for help (or an incident flag) from a counter device, until a supervisor acknowledges it."""
+
+    __tablename__ = "alerts"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # evidence.wire.ALERT_KINDS
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    recording_id: Mapped[str | None] = mapped_column(ForeignKey("recordings.id"))
+    category: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # evidence.wire.ALERT_STATES
+    tier: Mapped[int] = mapped_column(Integer, default=1)  # the highest tier notified so far
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    escalate_at: Mapped[datetime | None]  # when the next tier is due (None: acknowledged, or no tier left)
+    escalated_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))  # the officer's name, as the kiosk shows it
+    acknowledged_by_id: Mapped[str | None] = mapped_column(String(36))
+    message: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)  # the officers' stream follows this
+
+
+class AlertDelivery(Base):
+    """The outbox: one notification to one contact, inserted in the transaction that made it necessary."""
+
+    __tablename__ = "alert_deliveries"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # also the receiver's idempotency key
+    alert_id: Mapped[str | None] = mapped_column(ForeignKey("alerts.id"), index=True)  # None: a device-health notice
+    contact_id: Mapped[str] = mapped_column(String(36))  # no foreign key: a removed contact's history stays
+    channel: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(500))
+    event: Mapped[str] = mapped_column(String(32))  # alert.raised | alert.escalated | device.<condition>
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_until: Mapped[datetime | None]  # a worker's lease: nobody else sends it before this
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+class DeviceHealth(Base):
+    """A device's last check-in (evidence.wire.HEARTBEAT) and which health notices are currently raised."""
+
+    __tablename__ = "device_health"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    skew_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    spool_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    spool_max_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsent_segments: Mapped[int] = mapped_column(Integer, default=0)
+    raised: Mapped[dict[str, Any]] = mapped_column(default=dict)  # condition -> when it was notified
+
+
+# The worker's two scans: due deliveries, and unacknowledged alerts whose next tier is due.
+Index("ix_alert_deliveries_due", AlertDelivery.state, AlertDelivery.next_attempt_at)
+Index("ix_alerts_escalation_due", Alert.state, Alert.escalate_at)
+Index("ix_alerts_site_created", Alert.site_id, Alert.created_at.desc())
+
+
+# --- notice audio (Countersign issue 12): the spoken reading of one notice version in one language.
+# The bytes live here, not in the blob store: a reading is ~100-500 KB (at most
+# api.notice_audio.MAX_BYTES), it is not evidence, and a row written in the same transaction as its
+# audit entry can never be half-provisioned. Devices fetch it with the notices (recorder.notice_audio).
+class NoticeAudio(Base):
+    __tablename__ = "notice_audio"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["notice_id", "version", "language"], ["notices.id", "notices.version", "notices.language"]
+        ),
+    )
+    notice_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # of `data`, as served: devices check it
+    size: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(64))
+    seconds: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16))  # upload | espeak-ng
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(80))
+
+
+# --- the web console (api/console): a user's optional sign-in, their sessions, their listening grants.
+class ConsoleLogin(Base):
+    """A user's console sign-in: an Argon2id password hash and a TOTP secret (api.console.accounts)."""
+
+    __tablename__ = "console_logins"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # libsodium's $argon2id$... string
+    totp_secret: Mapped[str] = mapped_column(String(64))  # base32; kept in clear because checking needs it
+    last_totp_step: Mapped[int] = mapped_column(BigInteger, default=0)  # a code is never accepted twice
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed sign-ins
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(80))
+
+
+class ConsoleSession(Base):
+    """A signed-in browser: the cookie's SHA-256 only, with idle and absolute expiry (api.console.sessions)."""
+
+    __tablename__ = "console_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))  # every state-changing form carries it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]  # absolute: signed in again after this, however active
+
+
+class ConsoleListenGrant(Base):
+    """After an audited purpose: this session may fetch this recording's audio (ranges too) until expires_at."""
+
+    __tablename__ = "console_listen_grants"
+    session_hash: Mapped[str] = mapped_column(ForeignKey("console_sessions.token_hash"), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), primary_key=True)
+    read_seq: Mapped[int] = mapped_column(BigInteger)  # the evidence:read entry the grant stems from
+    expires_at: Mapped[datetime]

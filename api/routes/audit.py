@@ -8,12 +8,13 @@ ever rewritten. An inclusion proof shows an entry, so it is for auditors.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import literal, select, union_all
+from sqlalchemy.orm import Session
 
 from api.core.audit import checkpoint_now, entry_fields, record_committed, record_event
 from api.core.audit_tree import (
@@ -28,7 +29,7 @@ from api.core.audit_tree import (
     tree_heads,
 )
 from api.core.deps import AuditorDep, Principal, ServicesDep, SessionDep, recording_in_scope, require
-from api.core.models import AccessLog, AuditCheckpoint, AuditHead
+from api.core.models import AccessLog, AuditCheckpoint, AuditHead, Device, User
 from api.core.responses import AUTHED, INPUT, NDJSONResponse, answers, json_refusals
 from api.schemas import (
     AccessLogPublic,
@@ -64,12 +65,33 @@ def read_log(
     query = select(AccessLog).where(AccessLog.seq > after)
     if target is not None:
         query = query.where(AccessLog.target == target)
-    rows = session.scalars(query.order_by(AccessLog.seq).limit(limit))
-    result = [AccessLogPublic.model_validate(r, from_attributes=True) for r in rows]
+    result = with_actor_names(session, session.scalars(query.order_by(AccessLog.seq).limit(limit)))
     record_committed(
         services.sessions, actor=auditor.actor, action=Action.AUDIT_READ, detail={"after": after, "rows": len(result)}
     )
     return result
+
+
+def with_actor_names(session: Session, rows: Iterable[AccessLog]) -> list[AccessLogPublic]:
+    """The entries, each `user:<id>` and `device:<id>` actor named: one statement for the whole page
+    (a UNION of the two lookups), so an auditor, who may not list users, reads who did what."""
+    entries = [AccessLogPublic.model_validate(r, from_attributes=True) for r in rows]
+    wanted: dict[str, set[str]] = {"user": set(), "device": set()}
+    for e in entries:
+        kind, _, ident = e.actor.partition(":")
+        if kind in wanted and ident:
+            wanted[kind].add(ident)
+    lookups = [
+        select(literal(kind).label("kind"), model.id, model.name).where(model.id.in_(sorted(ids)))
+        for kind, model, ids in (("user", User, wanted["user"]), ("device", Device, wanted["device"]))
+        if ids
+    ]
+    if not lookups:
+        return entries
+    names = {f"{kind}:{ident}": name for kind, ident, name in session.execute(union_all(*lookups))}
+    for e in entries:
+        e.actor_name = names.get(e.actor)
+    return entries
 
 
 def _checkpoint_public(c: AuditCheckpoint) -> CheckpointPublic:
@@ -290,6 +312,6 @@ def custody(
     recording = recording_in_scope(request, services, session, reader, recording_id)
     target = f"recording:{recording.id}"
     rows = session.scalars(select(AccessLog).where(AccessLog.target == target).order_by(AccessLog.seq))
-    result = [AccessLogPublic.model_validate(r, from_attributes=True) for r in rows]
+    result = with_actor_names(session, rows)
     record_committed(services.sessions, actor=reader.actor, action=Action.EVIDENCE_CUSTODY, target=target)
     return result

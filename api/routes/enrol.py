@@ -11,6 +11,7 @@ from api.core.keys import CURRENT, OFFLINE, PREVIOUS, RETIRED, SERVICE
 from api.core.models import Device, EvidenceKey, NoticeRow, utcnow
 from api.core.responses import AUTHENTICATED, BODY, STORAGE_FULL, TOO_MANY, answers
 from api.core.tokens import new_token, token_hash
+from api.notice_audio import audio_index
 from api.schemas import EnrolRequest, EnrolResponse, EvidenceKeyPublic, NoticePublic
 from evidence.audit_actions import Action
 from evidence.text import neutral
@@ -22,10 +23,23 @@ ENROL_REFUSED = {403: "The enrolment code is unknown, already used or expired.",
 
 def active_notices(session: SessionDep) -> list[NoticePublic]:
     rows = session.scalars(select(NoticeRow).where(NoticeRow.active).order_by(NoticeRow.id, NoticeRow.language))
-    return [
-        NoticePublic(id=n.id, version=n.version, language=n.language, title=n.title, text=n.text, sha256=n.sha256)
-        for n in rows
-    ]
+    readings = audio_index(session)  # whether each has a spoken reading, and its hash (recorder.notice_audio)
+    out = []
+    for n in rows:
+        sha = readings.get((n.id, n.version, n.language))
+        out.append(
+            NoticePublic(
+                id=n.id,
+                version=n.version,
+                language=n.language,
+                title=n.title,
+                text=n.text,
+                sha256=n.sha256,
+                audio=sha is not None,
+                audio_sha256=sha,
+            )
+        )
+    return out
 
 
 def evidence_keys(session: SessionDep) -> list[EvidenceKeyPublic]:

@@ -16,18 +16,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
 from api.core.audit import record_committed, record_event
 from api.core.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
-from api.core.models import Recording, iso, utcnow
+from api.core.keys import ZeroKnowledgeRefusal
+from api.core.models import Device, Recording, iso, utcnow
 from api.core.responses import AUTHED, BODY, INPUT, answers, json_refusals
 from api.core.services import Services
-from api.retrieval import prepare_audio, segments_of
+from api.retrieval import audio_state, prepare_audio, segments_of
 from api.schemas import AudioRequest, RecordingDetail, RecordingPublic, SegmentPublic
 from api.search import evidence_search
 from evidence import audio
 from evidence.audit_actions import Action
-from evidence.errors import EvidenceError, IntegrityError
+from evidence.errors import EvidenceError, IntegrityError, NoAudio
 from retention.decide import HoldFacts, covering_holds
 from retention.lifecycle import flag_incident, shown_status
 from retention.models import Tombstone
@@ -40,19 +42,44 @@ router = APIRouter(prefix="/v1/evidence", tags=["evidence"])
 GONE = answers({404: "No such recording (or not in your sites).", 410: "The recording was deleted; see its tombstone."})
 
 
-def _public(r: Recording, stale_after: int, holds: Sequence[HoldFacts] = ()) -> RecordingPublic:
+def _duration(r: Recording) -> float | None:
+    """The audio's length: segments received times the signed header's segment_seconds (the last
+    segment may be shorter). Without segment_seconds, ended_at - started_at; the end is when the
+    service received the last segment, so a spooled upload makes that longer than the audio."""
+    seconds = r.header.get("segment_seconds")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        return float(r.segment_count * seconds)
+    if r.segment_count == 0:
+        return 0.0  # an objection record (no audio parameters at all), or nothing captured
+    if r.ended_at is not None:
+        return max(0.0, (r.ended_at - r.started_at).total_seconds())
+    return None
+
+
+def _staff_code(r: Recording) -> str | None:
+    code = r.header.get("consent", {}).get("staff_code")
+    return code if isinstance(code, str) else None
+
+
+def _public(
+    r: Recording, stale_after: int, holds: Sequence[HoldFacts] = (), device_name: str | None = None
+) -> RecordingPublic:
     return RecordingPublic(
         id=r.id,
         device_id=r.device_id,
+        device_name=device_name,
         site=r.site_id,
         started_at=r.started_at,
         status=shown_status(r, stale_after),  # a lost device's upload shows as interrupted; the job records it
         consent_outcome=r.consent_outcome,
+        audio=audio_state(r),  # an objection record, or nothing captured, is shown as that: not a failure
         consent=r.header.get("consent", {}),
         incident_category=r.incident_category,
         segment_count=r.segment_count,
         sample_rate=r.header.get("sample_rate"),
         ended_at=r.ended_at,
+        duration_seconds=_duration(r),
+        staff_code=_staff_code(r),
         retain_until=r.retain_until,
         retain_reason=r.retain_reason,
         held_by=sorted({h.case_ref for h in covering_holds(facts_of(r), holds)}),
@@ -69,15 +96,26 @@ def list_evidence(
     until: datetime | None = None,
     incident: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    id_prefix: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9a-f][0-9a-f-]{3,35}$",
+            description="Only recordings whose id starts with this (at least 4 characters, lowercase hex): "
+            "how a short id is resolved, within your sites like every other search.",
+        ),
+    ] = None,
 ) -> list[RecordingPublic]:
     if (since is not None and since.tzinfo is None) or (until is not None and until.tzinfo is None):
         raise HTTPException(422, "since and until need a time zone, e.g. 2024-05-01T00:00:00+09:00")
     sites = officer.sites if site is None else officer.sites & {site}
-    rows = list(session.scalars(evidence_search(sites, since, until, incident, limit)))
-    record_event(session, actor=officer.actor, action=Action.EVIDENCE_LIST, detail={"site": site, "results": len(rows)})
+    rows = list(session.execute(evidence_search(sites, since, until, incident, limit, id_prefix)))
+    detail: dict[str, object] = {"site": site, "results": len(rows)}
+    if id_prefix is not None:
+        detail["id_prefix"] = id_prefix
+    record_event(session, actor=officer.actor, action=Action.EVIDENCE_LIST, detail=detail)
     session.commit()
     holds = active_holds(session)
-    return [_public(r, services.settings.interrupted_after_seconds, holds) for r in rows]
+    return [_public(r, services.settings.interrupted_after_seconds, holds, name) for r, name in rows]
 
 
 @router.get("/{recording_id}", response_model=RecordingDetail, responses=answers(AUTHED, INPUT, GONE))
@@ -100,7 +138,12 @@ def show_evidence(
         for s in segments_of(session, recording.id)
     ]
     return RecordingDetail(
-        **_public(recording, services.settings.interrupted_after_seconds, active_holds(session)).model_dump(),
+        **_public(
+            recording,
+            services.settings.interrupted_after_seconds,
+            active_holds(session),
+            session.scalar(select(Device.name).where(Device.id == recording.device_id)),
+        ).model_dump(),
         segments=segments,
     )
 
@@ -155,7 +198,10 @@ def _released(chunks: Iterator[bytes], services: Services, actor: str, target: s
                 GONE,
                 {
                     400: "The evidence is malformed, or the body is not JSON.",
-                    409: "Integrity check failed: nothing is released.",
+                    409: "Integrity check failed: nothing is released. Or (a detail starting 'No audio to "
+                    "release') the recording verified but holds no audio: an objection record, or consent "
+                    "given and nothing captured; that is what it is, not an integrity failure. Or the service "
+                    "is in zero-knowledge mode and cannot decrypt: read with POST .../sealed and the offline key.",
                     503: "The access log cannot be written, or no evidence key can open it: nothing is read.",
                 },
             )
@@ -176,6 +222,8 @@ def get_audio(
     """
     purpose, format = body.purpose, body.format
     recording = live(recording_in_scope(request, services, session, officer, recording_id))
+    if services.keys.zero_knowledge:  # nothing to read here: refused before the log, since nothing is read
+        raise HTTPException(409, str(ZeroKnowledgeRefusal()))
     target = f"recording:{recording.id}"
     # Audit first, committed before anything is read: if this fails, nothing is read. The
     # request's own session, not a second connection (two per request exhaust the pool).
@@ -192,8 +240,21 @@ def get_audio(
     except Exception as exc:  # any failure to log is a refusal to read
         session.rollback()
         raise HTTPException(503, "the access log cannot be written, so evidence cannot be read") from exc
+    shown = shown_status(recording, services.settings.interrupted_after_seconds)
     try:
-        verified = prepare_audio(session, services.store, services.keys, recording, format)
+        verified = prepare_audio(session, services.store, services.keys, recording, format, shown)
+    except NoAudio as exc:
+        # Every check passed and there is nothing to play: logged as that, never as a failed check.
+        session.rollback()
+        record_event(
+            session,
+            actor=officer.actor,
+            action=Action.EVIDENCE_NO_AUDIO,
+            target=target,
+            detail={"reason": exc.detail, "status": shown, "read": seq},
+        )
+        session.commit()
+        raise
     except IntegrityError as exc:
         session.rollback()
         record_event(

@@ -57,9 +57,13 @@ class ExportBody(BaseModel):
 EXPORTED = {
     200: {"description": "The evidence bundle (a zip, encrypted to the recipient).", "content": {"application/zip": {}}}
 }
+ZK_EXPORT = (
+    "this service cannot decrypt (zero-knowledge mode), so it cannot build an evidence bundle; "
+    "read the recording with 'countersign evidence get ID --key OFFLINE_KEY_FILE' instead"
+)
 REFUSED = {
     404: "No such recording (or not in your sites).",
-    409: "Integrity check failed: nothing is released.",
+    409: "Integrity check failed: nothing is released. Or the service is in zero-knowledge mode (no bundles).",
     410: "The recording was deleted; see its tombstone.",
     503: "The access log cannot be written, no evidence key can open it, or the time-stamping authority failed.",
 }
@@ -80,6 +84,10 @@ def export_bundle(
 ) -> StreamingResponse:
     """Export a recording as a verifiable evidence bundle (audited before anything is read)."""
     recording = live(recording_in_scope(request, services, session, officer, recording_id))
+    if services.keys.zero_knowledge:
+        # A bundle holds the decrypted segment FLACs, which this service cannot make (README
+        # "Zero-knowledge mode"): refused before the log, since nothing is read.
+        raise HTTPException(409, ZK_EXPORT)
     target = f"recording:{recording.id}"
     wanted = ExportRequest(
         case_ref=body.case_ref,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.concurrency import run_in_threadpool
 
+from api.alerts.lifecycle import incident_alert, wake_worker
 from api.core.audit import CHECKPOINT_DEFER
 from api.core.deps import DeviceDep, ServicesDep, SessionDep
 from api.core.models import Device
@@ -154,13 +155,21 @@ def interrupt(recording_id: uuid.UUID, principal: DeviceDep, session: SessionDep
 
 @router.post(wire.INCIDENT, responses=answers(AUTHED, BODY, NOT_OURS, GONE))
 def flag_incident(
-    recording_id: uuid.UUID, body: IncidentFlag, principal: DeviceDep, session: SessionDep, services: ServicesDep
+    recording_id: uuid.UUID,
+    body: IncidentFlag,
+    principal: DeviceDep,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
 ) -> dict[str, str]:
-    """Staff flagged the interaction as an incident at the counter."""
+    """Staff flagged the interaction as an incident at the counter (and, if the site says so, called for help)."""
     recording = own_recording(session, principal.id, recording_id)
     try:
         lifecycle.flag_incident(session, services.store, recording, body.category, principal.actor)
     except lifecycle.RecordingGone as exc:
         raise HTTPException(410, "this recording has been deleted") from exc
+    alerted = incident_alert(session, services.store, _device(session, principal.id), recording, body.category)
     session.commit()
+    if alerted:
+        wake_worker(request)
     return {"id": recording.id, "incident_category": body.category}

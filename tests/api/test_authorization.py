@@ -12,6 +12,7 @@ x ~140 cells); every cell that changes state prepares its own fresh target.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import re
@@ -25,7 +26,9 @@ from typing import Any
 import fastapi.routing
 import httpx
 import nacl.signing
+import numpy as np
 import pytest
+import soundfile as sf
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
@@ -34,11 +37,13 @@ from sqlalchemy import func, select
 from api.app import create_app
 from api.bootstrap import init_data_dir
 from api.core.audit import checkpoint_now, record_event
-from api.core.models import AccessLog, Device, Recording, Segment, User
+from api.core.models import AccessLog, Alert, Device, EvidenceKey, NoticeAudio, NoticeRow, Recording, Segment, User
 from api.core.services import Services
 from api.core.settings import Settings
 from api.core.storage.interface import segment_key
 from api.core.tokens import token_hash
+from api.key_custody import Custody
+from api.recovery import add_offline
 from api.schemas import (
     AccessLogPublic,
     CheckpointPublic,
@@ -48,6 +53,7 @@ from api.schemas import (
     EnrolResponse,
     EvidenceKeyPublic,
     InclusionProofPublic,
+    NoticeAudioPublic,
     NoticePublic,
     RecordingDetail,
     RecordingPublic,
@@ -57,6 +63,8 @@ from api.schemas import (
     UserPublic,
 )
 from evidence.audit_actions import Action
+from evidence.recovery import OfflineKey
+from evidence.sealed import open_document
 from retention.deletion import state_of as deletion_state
 from retention.models import DeletionRequest, Hold, RetentionPolicy
 from retention.schemas import (
@@ -404,6 +412,76 @@ def get_notices(_env: Env) -> Call:
     return Call("/v1/notices", check_ok=ok)
 
 
+def _fresh_notice(env: Env, reading: bool = False) -> str:
+    """A notice of its own (version 1, ja), made by the admin; with a reading if asked."""
+    notice_id = _unique("notice")
+    body = {"id": notice_id, "language": "ja", "title": "t", "text": f"告知 {notice_id}"}
+    made = env.client.post("/v1/notices", json=body, headers=env.auth("admin"))
+    assert made.status_code == 201, made.text
+    if reading:
+        reply = env.client.put(_notice_audio_url(notice_id), content=_tone_wav(), headers=env.auth("admin"))
+        assert reply.status_code == 200, reply.text
+    return notice_id
+
+
+def _notice_audio_url(notice_id: str) -> str:
+    return f"/v1/notices/{notice_id}/versions/1/ja/audio"
+
+
+def _tone_wav() -> bytes:
+    out = io.BytesIO()
+    sf.write(out, np.zeros(1600, dtype=np.int16), 16000, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+def _audio_of(env: Env, notice_id: str) -> NoticeAudio | None:
+    with env.services.sessions() as session:
+        return session.get(NoticeAudio, (notice_id, 1, "ja"))
+
+
+def post_notice(env: Env) -> Call:
+    notice_id = _unique("notice")
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        made = validate(NoticePublic, reply)
+        assert (made.id, made.version, made.audio) == (notice_id, 1, False)
+
+    def unchanged() -> None:
+        with env.services.sessions() as session:
+            assert session.get(NoticeRow, (notice_id, 1, "ja")) is None
+
+    body = {"id": notice_id, "language": "ja", "title": "t", "text": "告知文"}
+    return Call("/v1/notices", json=body, check_ok=ok, check_unchanged=unchanged)
+
+
+def notice_audio_change(generate: bool) -> Callable[[Env], Call]:
+    def prepare(env: Env) -> Call:
+        notice_id = _fresh_notice(env)
+
+        def ok(reply: httpx.Response, _role: str) -> None:
+            meta = validate(NoticeAudioPublic, reply)
+            assert (meta.notice_id, meta.source) == (notice_id, "espeak-ng" if generate else "upload")
+
+        def unchanged() -> None:
+            assert _audio_of(env, notice_id) is None
+
+        url = _notice_audio_url(notice_id)
+        if generate:
+            return Call(url + "/generate", check_ok=ok, check_unchanged=unchanged)
+        return Call(url, content=_tone_wav(), check_ok=ok, check_unchanged=unchanged)
+
+    return prepare
+
+
+def get_notice_audio(env: Env) -> Call:
+    notice_id = _fresh_notice(env, reading=True)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.headers["content-type"] == "audio/wav" and reply.content[:4] == b"RIFF"
+
+    return Call(_notice_audio_url(notice_id), check_ok=ok)
+
+
 def get_keys(env: Env) -> Call:
     def ok(reply: httpx.Response, _role: str) -> None:
         keys = validate(list[EvidenceKeyPublic], reply)
@@ -448,6 +526,16 @@ def html_page(url: str, marker: str) -> Callable[[Env], Call]:
     def prepare(_env: Env) -> Call:
         def ok(reply: httpx.Response, _role: str) -> None:
             assert reply.headers["content-type"].startswith("text/html") and marker in reply.text.lower()
+
+        return Call(url, check_ok=ok)
+
+    return prepare
+
+
+def static_file(url: str, content_type: str) -> Callable[[Env], Call]:
+    def prepare(_env: Env) -> Call:
+        def ok(reply: httpx.Response, _role: str) -> None:
+            assert reply.headers["content-type"].startswith(content_type) and reply.content
 
         return Call(url, check_ok=ok)
 
@@ -554,6 +642,35 @@ def get_audio(env: Env) -> Call:
         assert (read.actor, read.action, read.purpose) == (env.actors[role], "api:evidence:read", PURPOSE)
 
     return Call(f"/v1/evidence/{env.evidence.id}/audio", json={"purpose": PURPOSE}, check_ok=ok)
+
+
+OFFLINE_KEY = OfflineKey.generate()  # the organisation's offline key, for POST .../sealed
+
+
+def get_sealed(env: Env) -> Call:
+    """A read as ciphertext needs a recording sealed to an offline key: the first call registers
+    one (as `countersign keys add-offline`) and the device seals to it too from then on, as a real
+    device does after GET /v1/keys; then a fresh recording is read and opened with that key."""
+    with env.services.sessions() as session:
+        registered = session.get(EvidenceKey, OFFLINE_KEY.key_id) is not None
+    if not registered:
+        public = env.services.settings.data_dir.parent / "offline.public.json"
+        public.write_text(json.dumps(OFFLINE_KEY.public_document()))
+        add_offline(Custody(env.services.settings, env.services.keys, env.services.sessions), public)
+        env.world.device.evidence_keys[OFFLINE_KEY.key_id] = OFFLINE_KEY.public_key
+    rec = env.open_recording(2)
+    env.upload(rec)
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        document = reply.json()
+        opened = open_document(document, OFFLINE_KEY)
+        for got, sent in zip(opened.segments, rec.segments, strict=True):
+            pcm, _ = sf.read(io.BytesIO(got.plaintext), dtype="int16", always_2d=True)
+            np.testing.assert_array_equal(pcm, sent.pcm)
+        [read] = [e for e in env.log_since(0) if e.seq == document["access_log"]]
+        assert (read.actor, read.action, read.purpose) == (env.actors[role], "api:evidence:read-sealed", PURPOSE)
+
+    return Call(f"/v1/evidence/{rec.id}/sealed", json={"purpose": PURPOSE}, check_ok=ok)
 
 
 def export_bundle(env: Env) -> Call:
@@ -900,6 +1017,163 @@ def get_tombstone(env: Env) -> Call:
     return Call(f"/v1/evidence/{rec.id}/tombstone", check_ok=ok)
 
 
+# Help alerts (api/routes/alerts.py): raised by the north device, answered by north's officers, set up by admins.
+_zones = itertools.count(1)
+
+
+def _alert_state(env: Env, alert_id: str) -> str | None:
+    with env.services.sessions() as session:
+        alert = session.get(Alert, alert_id)
+        return alert.state if alert is not None else None
+
+
+def _raised(env: Env) -> str:
+    rec = env.open_recording()
+    reply = env.client.post(
+        "/v1/alerts", json={"kind": "help", "recording_id": str(rec.id)}, headers=env.auth("device")
+    )
+    assert reply.status_code == 201, reply.text
+    alert_id: str = reply.json()["id"]
+    return alert_id
+
+
+def post_alert(env: Env) -> Call:
+    rec = env.open_recording()
+
+    def alerts() -> list[Alert]:
+        with env.services.sessions() as session:
+            return list(session.scalars(select(Alert).where(Alert.recording_id == str(rec.id))))
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["state"] == "open" and [a.id for a in alerts()] == [reply.json()["id"]]
+
+    def unchanged() -> None:
+        assert alerts() == []
+
+    body = {"kind": "help", "recording_id": str(rec.id)}
+    return Call("/v1/alerts", json=body, check_ok=ok, check_unchanged=unchanged)
+
+
+def list_alerts(env: Env) -> Call:
+    alert_id = _raised(env)
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        listed = [a["id"] for a in reply.json()]
+        assert (alert_id in listed) is (role == "officer")
+
+    return Call("/v1/alerts", check_ok=ok)
+
+
+def alert_stream(env: Env) -> Call:
+    alert_id = _raised(env)
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        assert (alert_id in reply.text) is (role == "officer")
+
+    return Call("/v1/alerts/stream", params={"timeout": "0"}, check_ok=ok)
+
+
+def show_alert(env: Env) -> Call:
+    alert_id = _raised(env)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["id"] == alert_id and reply.json()["device_name"] == "counter-n1"
+
+    return Call(f"/v1/alerts/{alert_id}", check_ok=ok)
+
+
+def ack_alert(env: Env) -> Call:
+    alert_id = _raised(env)
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["message"] == "Sato is coming" and _alert_state(env, alert_id) == "acknowledged"
+
+    def unchanged() -> None:
+        assert _alert_state(env, alert_id) != "acknowledged"
+
+    return Call(
+        f"/v1/alerts/{alert_id}/ack", json={"message": "Sato is coming"}, check_ok=ok, check_unchanged=unchanged
+    )
+
+
+def post_heartbeat(env: Env) -> Call:
+    body = {"clock": datetime.now(UTC).isoformat(), "spool_used_bytes": 0, "spool_max_bytes": 10, "unsent_segments": 0}
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert abs(reply.json()["skew_seconds"]) < 60
+
+    return Call("/v1/device/heartbeat", json=body, check_ok=ok)
+
+
+def device_settings(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["site"] == "north" and reply.json()["incident_categories"]
+
+    return Call("/v1/device/settings", check_ok=ok)
+
+
+def _alerting(env: Env, site: str) -> dict[str, Any]:
+    shown: dict[str, Any] = env.client.get(f"/v1/sites/{site}/alerting", headers=env.auth("admin")).json()
+    return shown
+
+
+def show_alerting(_env: Env) -> Call:
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["site"] == "south" and "secret" not in reply.text
+
+    return Call("/v1/sites/south/alerting", check_ok=ok)
+
+
+def put_alerting(env: Env) -> Call:
+    zone = f"Etc/GMT-{next(_zones) % 12 + 1}"
+    before = _alerting(env, "south")["timezone"]
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["timezone"] == zone == _alerting(env, "south")["timezone"]
+
+    def unchanged() -> None:
+        assert _alerting(env, "south")["timezone"] == before
+
+    return Call("/v1/sites/south/alerting", json={"timezone": zone}, check_ok=ok, check_unchanged=unchanged)
+
+
+def _contact_ids(env: Env) -> list[str]:
+    return [c["id"] for c in _alerting(env, "south")["contacts"]]
+
+
+def post_contact(env: Env) -> Call:
+    address = f"{_unique('sup')}@example.org"
+
+    def targets() -> list[str]:
+        return [c["target"] for c in _alerting(env, "south")["contacts"]]
+
+    def ok(reply: httpx.Response, _role: str) -> None:
+        assert reply.json()["target"] == address and address in targets()
+
+    def unchanged() -> None:
+        assert address not in targets()
+
+    return Call(
+        "/v1/sites/south/alert-contacts", json={"tier": 1, "email": address}, check_ok=ok, check_unchanged=unchanged
+    )
+
+
+def delete_contact(env: Env) -> Call:
+    reply = env.client.post(
+        "/v1/sites/south/alert-contacts", json={"tier": 1, "email": "gone@example.org"}, headers=env.auth("admin")
+    )
+    contact_id = reply.json()["id"]
+
+    def ok(_reply: httpx.Response, _role: str) -> None:
+        assert contact_id not in _contact_ids(env)
+
+    def unchanged() -> None:
+        assert contact_id in _contact_ids(env)
+
+    return Call(f"/v1/sites/south/alert-contacts/{contact_id}", check_ok=ok, check_unchanged=unchanged)
+
+
 OFFICERS = frozenset({"officer", "other_officer"})
 NORTH_OFFICER = frozenset({"officer"})
 ADMIN = frozenset({"admin"})
@@ -928,6 +1202,17 @@ ENDPOINTS = (
     ),
     Endpoint("GET", "/v1/notices", AUTHENTICATED, get_notices),
     Endpoint("GET", "/v1/keys", AUTHENTICATED, get_keys),
+    Endpoint("POST", "/v1/notices", ADMIN, post_notice, ok_status=201),
+    Endpoint("PUT", "/v1/notices/{notice_id}/versions/{version}/{language}/audio", ADMIN, notice_audio_change(False)),
+    Endpoint(
+        "POST", "/v1/notices/{notice_id}/versions/{version}/{language}/audio/generate", ADMIN, notice_audio_change(True)
+    ),
+    Endpoint(
+        "GET",
+        "/v1/notices/{notice_id}/versions/{version}/{language}/audio",
+        frozenset({"device", "admin"}),
+        get_notice_audio,
+    ),
     Endpoint("POST", "/v1/enrol", PUBLIC, post_enrol),
     Endpoint("POST", "/v1/recordings", frozenset({"device"}), post_recording, ok_status=201),
     Endpoint("PUT", "/v1/recordings/{recording_id}/segments/{index}", frozenset({"device"}), put_segment, 201),
@@ -936,6 +1221,7 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/evidence", OFFICERS, list_evidence),
     Endpoint("GET", "/v1/evidence/{recording_id}", frozenset({"officer"}), show_evidence, site_scoped=True),
     Endpoint("POST", "/v1/evidence/{recording_id}/audio", frozenset({"officer"}), get_audio, site_scoped=True),
+    Endpoint("POST", "/v1/evidence/{recording_id}/sealed", frozenset({"officer"}), get_sealed, site_scoped=True),
     Endpoint("POST", "/v1/evidence/{recording_id}/export", frozenset({"officer"}), export_bundle, site_scoped=True),
     Endpoint("GET", "/v1/audit", frozenset({"auditor"}), get_audit),
     Endpoint("POST", "/v1/holds", NORTH_OFFICER, post_hold, ok_status=201, site_scoped=True),
@@ -959,6 +1245,17 @@ ENDPOINTS = (
     Endpoint(
         "GET", "/v1/audit/custody/{recording_id}", frozenset({"officer", "auditor"}), audit_custody, site_scoped=True
     ),
+    Endpoint("POST", "/v1/alerts", frozenset({"device"}), post_alert, ok_status=201),
+    Endpoint("GET", "/v1/alerts", OFFICERS, list_alerts),
+    Endpoint("GET", "/v1/alerts/stream", OFFICERS, alert_stream),
+    Endpoint("GET", "/v1/alerts/{alert_id}", frozenset({"device", "officer"}), show_alert, site_scoped=True),
+    Endpoint("POST", "/v1/alerts/{alert_id}/ack", NORTH_OFFICER, ack_alert, site_scoped=True),
+    Endpoint("POST", "/v1/device/heartbeat", frozenset({"device"}), post_heartbeat),
+    Endpoint("GET", "/v1/device/settings", frozenset({"device"}), device_settings),
+    Endpoint("GET", "/v1/sites/{site_id}/alerting", ADMIN, show_alerting),
+    Endpoint("PUT", "/v1/sites/{site_id}/alerting", ADMIN, put_alerting),
+    Endpoint("POST", "/v1/sites/{site_id}/alert-contacts", ADMIN, post_contact, ok_status=201),
+    Endpoint("DELETE", "/v1/sites/{site_id}/alert-contacts/{contact_id}", ADMIN, delete_contact),
     # Unauthenticated by design: liveness, the API description, and what outsiders need to check the log.
     Endpoint("GET", "/healthz", PUBLIC, get_health),
     Endpoint("GET", "/v1/audit/checkpoints", PUBLIC, audit_checkpoints),
@@ -968,8 +1265,8 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/audit/consistency", PUBLIC, audit_consistency),
     Endpoint("GET", "/openapi.json", PUBLIC, get_openapi),
     Endpoint("GET", "/docs", PUBLIC, html_page("/docs", "swagger")),
-    Endpoint("GET", "/docs/oauth2-redirect", PUBLIC, html_page("/docs/oauth2-redirect", "oauth2")),
-    Endpoint("GET", "/redoc", PUBLIC, html_page("/redoc", "redoc")),
+    Endpoint("GET", "/docs/assets/init.js", PUBLIC, static_file("/docs/assets/init.js", "text/javascript")),
+    Endpoint("GET", "/docs/assets/{name}", PUBLIC, static_file("/docs/assets/swagger-ui.css", "text/css")),
 )
 
 CELLS = [
@@ -1042,6 +1339,25 @@ def served_routes(app: FastAPI) -> set[tuple[str, str]]:
 # Routes no user token opens, so the role matrix does not apply: their own tests cover who gets in.
 OUTSIDE_THE_TABLE = {
     ("GET", "/metrics"): "loopback clients or the metrics token only (tests/api/test_metrics.py)",
+    # The web console authenticates by session cookie, not bearer token: its own role x route table
+    # (anonymous, officer, other-site officer, admin, auditor) is tests/console/test_routes.py.
+    **{
+        (method, path): "console: cookie sessions (tests/console/test_routes.py)"
+        for method, path in [
+            ("GET", "/console"),
+            ("GET", "/console/sign-in"),
+            ("POST", "/console/sign-in"),
+            ("POST", "/console/sign-out"),
+            ("GET", "/console/search"),
+            ("GET", "/console/recordings/{recording_id}"),
+            ("POST", "/console/recordings/{recording_id}/listen"),
+            ("GET", "/console/recordings/{recording_id}/player"),
+            ("GET", "/console/recordings/{recording_id}/audio"),
+            ("POST", "/console/recordings/{recording_id}/holds"),
+            ("POST", "/console/holds/{hold_id}/release"),
+            ("GET", "/console/static/{name}"),
+        ]
+    },
 }
 
 

@@ -227,6 +227,16 @@ WRONG_TYPES: dict[str, tuple[str | None, list[tuple[Any, str]]]] = {
         ],
     ),
     "POST /v1/devices": ("admin", [({"name": 1, "site": "north"}, "name"), ({"name": "d1"}, "site")]),
+    "POST /v1/notices": (
+        "admin",
+        [
+            ({"id": "n1", "language": "fr", "title": "t", "text": "x"}, "language"),
+            ({"id": 7, "language": "ja", "title": "t", "text": "x"}, "id"),
+            ({"id": "n1", "language": "ja", "title": ["t"], "text": "x"}, "title"),
+            ({"id": "n1", "language": "ja", "title": "t", "text": {"x": 1}}, "text"),
+            ({"id": "n1", "language": "ja", "title": "t"}, "text"),
+        ],
+    ),
     "POST /v1/enrol": (
         None,
         [
@@ -246,6 +256,55 @@ WRONG_TYPES: dict[str, tuple[str | None, list[tuple[Any, str]]]] = {
                 {"header": {}, "header_signature": "00" * 64, "sealed_keys": [{"key_id": "k", "sealed": "xyz"}]},
                 "sealed",
             ),
+        ],
+    ),
+    "POST /v1/alerts": (
+        "device",
+        [
+            ({"kind": "panic"}, "kind"),
+            ({"kind": "help", "recording_id": "not-a-uuid"}, "recording_id"),
+            ({"kind": "help", "category": "../etc"}, "category"),
+            ({"kind": "help", "extra": 1}, "extra"),
+        ],
+    ),
+    "POST /v1/alerts/{alert_id}/ack": (
+        "officer",
+        [({"message": 5}, "message"), ({"message": ""}, "message"), ({"message": "a\x1b[31mb"}, "message")],
+    ),
+    "POST /v1/device/heartbeat": (
+        "device",
+        [
+            ({"clock": "yesterday", "spool_used_bytes": 0, "spool_max_bytes": 0, "unsent_segments": 0}, "clock"),
+            (
+                {"clock": "2026-01-01T00:00:00", "spool_used_bytes": 0, "spool_max_bytes": 0, "unsent_segments": 0},
+                "clock",
+            ),
+            (
+                {"clock": "2026-01-01T00:00:00Z", "spool_used_bytes": -1, "spool_max_bytes": 0, "unsent_segments": 0},
+                "spool_used_bytes",
+            ),
+            ({"clock": "2026-01-01T00:00:00Z", "spool_used_bytes": 0, "spool_max_bytes": 0}, "unsent_segments"),
+        ],
+    ),
+    "PUT /v1/sites/{site_id}/alerting": (
+        "admin",
+        [
+            ({"escalate_after_seconds": 0}, "escalate_after_seconds"),
+            ({"escalate_after_seconds": "soon"}, "escalate_after_seconds"),
+            ({"opening_hours": "whenever"}, "opening_hours"),
+            ({"timezone": "Mars/Olympus"}, "timezone"),
+            ({"timezone": ""}, "timezone"),
+            ({"incident_categories": [{"code": "x y", "ja": "a", "en": "b"}]}, "code"),
+            ({"incident_alerts": "maybe"}, "incident_alerts"),
+        ],
+    ),
+    "POST /v1/sites/{site_id}/alert-contacts": (
+        "admin",
+        [
+            ({"tier": 0, "email": "a@b.example"}, "tier"),
+            ({"tier": 1, "email": "not an address"}, "email"),
+            ({"tier": 1, "webhook": "file:///etc/passwd"}, "webhook"),
+            ({"tier": 1, "webhook": "javascript:alert(1)"}, "webhook"),
         ],
     ),
     "POST /v1/recordings/{recording_id}/incident": (
@@ -282,6 +341,10 @@ WRONG_TYPES: dict[str, tuple[str | None, list[tuple[Any, str]]]] = {
             ({"purpose": "short"}, "purpose"),
             ({"purpose": PURPOSE, "format": "mp3"}, "format"),
         ],
+    ),
+    "POST /v1/evidence/{recording_id}/sealed": (
+        "officer",
+        [({"purpose": 5}, "purpose"), ({"purpose": "short"}, "purpose"), ({}, "purpose")],
     ),
     "POST /v1/evidence/{recording_id}/export": (
         "officer",
@@ -343,6 +406,8 @@ def _request(env: Env, route: str) -> tuple[str, str]:
         device_id=env.device.id,
         user_id="00000000-0000-4000-8000-000000000000",
         request_id="00000000-0000-4000-8000-000000000000",
+        alert_id="00000000-0000-4000-8000-000000000000",
+        site_id="north",
     )
 
 
@@ -562,7 +627,8 @@ def test_segments_to_an_objection_record(env: Env) -> None:
     refused(env.put(objection, 0), 409, "objected")
     shown = env.client.get(f"/v1/evidence/{objection.id}", headers=bearer(env.officer)).json()
     assert (shown["status"], shown["segment_count"]) == ("objected", 0)
-    refused(env.read_audio(objection.id), 409, "no audio")
+    assert shown["audio"] == "objection"
+    refused(env.read_audio(objection.id), 409, "no audio to release", "objection record")
 
 
 # --------------------------------------------------------------------------- segment uploads
@@ -747,6 +813,7 @@ def _targets(env: Env, rid: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", f"/v1/recordings/{rid}/incident", {"json": {"category": "x"}, "headers": env.device.auth}),
         ("GET", f"/v1/evidence/{rid}", {"headers": officer}),
         ("POST", f"/v1/evidence/{rid}/audio", {"json": {"purpose": PURPOSE}, "headers": officer}),
+        ("POST", f"/v1/evidence/{rid}/sealed", {"json": {"purpose": PURPOSE}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/flag", {"json": {"category": "x"}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/extend", {"json": {"until": FUTURE, "reason": REASON}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/deletion", {"json": {"reason": REASON}, "headers": officer}),

@@ -168,6 +168,21 @@ def test_an_objection_record_exports_without_audio(client: TestClient, world: Wo
     assert manifest["complete"] is True and manifest["segments"] == 0
 
 
+def test_a_consented_recording_that_captured_nothing_exports_as_such(client: TestClient, world: World) -> None:
+    """Consent given, no segment, the device reported it cut short: a bundle saying "no audio was captured"."""
+    rec = record(client, world.device, 0, final=False)
+    assert client.post(f"/v1/recordings/{rec.id}/interrupt", headers=world.device.auth).status_code == 200
+    key = PrivateKey.generate()
+    r = post_export(client, world.officer, rec.id, key)
+    assert r.status_code == 200, r.text
+    m = Exported(rec, r.content, key, 0).members()
+    manifest = json.loads(m["manifest.json"])
+    assert manifest["complete"] is False and manifest["segments"] == 0
+    assert manifest["partial_reason"] == (
+        "no audio was captured: no segment arrived before the recording ended (status interrupted)"
+    )
+
+
 def test_altered_evidence_is_not_exported_and_the_failure_is_logged(client: TestClient, world: World) -> None:
     rec = record(client, world.device, 2)
     services = client.app.state.services  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ from api.core.storage.filesystem import FilesystemStore
 from evidence import recovery as offline
 from evidence.audit_actions import Action
 from evidence.audit_log import verify_export
-from evidence.errors import IntegrityError
+from evidence.errors import IntegrityError, NoAudio
 from tests.api.test_key_rotation import recorded, refresh
 from tests.conftest import REPO, World, bearer, countersign
 from tests.support.bundles import Exported, post_export
@@ -179,6 +179,25 @@ def test_wrong_offline_key_fails_clearly(
     assert not out.exists() and not out.with_name(out.name + recovery.RECORD_SUFFIX).exists()
     with pytest.raises(offline.RecoveryKeyError, match="wrong recovery key passphrase"):
         offline.read_private_file(registered.private_file, b"not the passphrase at all")
+
+
+@pytest.mark.parametrize("outcome", ["objected", "given"])
+def test_a_recording_without_audio_is_reported_as_such_offline(
+    client: TestClient, world: World, settings: Settings, registered: Registered, tmp_path: Path, outcome: str
+) -> None:
+    """An objection record, or consent given and nothing captured: NoAudio saying so, never IntegrityError."""
+    refresh(client, world.device)
+    rec = world.device.new_recording(outcome=outcome)
+    assert client.post("/v1/recordings", json=rec.create_body(), headers=world.device.auth).status_code == 201
+    if outcome == "given":
+        assert client.post(f"/v1/recordings/{rec.id}/interrupt", headers=world.device.auth).status_code == 200
+    url, store = backup(settings, tmp_path / "backup")
+    out = tmp_path / "out.flac"
+    said = "this is an objection record" if outcome == "objected" else "no audio was captured: the recording is"
+    with pytest.raises(NoAudio, match=said) as raised:
+        recovery.recover(url, store, registered.key, str(rec.id), out, operator="R", reason="test")
+    assert not isinstance(raised.value, IntegrityError)
+    assert not out.exists() and not out.with_name(out.name + recovery.RECORD_SUFFIX).exists()
 
 
 def test_tampered_segment_in_the_backup_is_named(

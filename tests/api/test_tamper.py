@@ -610,10 +610,136 @@ def test_truncated_open_recording_reads_partial(client: TestClient, world: World
     assert_reads_intact(client, world.officer, rec)
 
 
+# --------------------------------------------------------------------------- no audio is not tampering
+#
+# A recording that verifies but holds no audio (an objection record; consent given and capture
+# produced nothing) is reported as what it is: 409 "No audio to release", audited as a read that
+# found no audio, never as a failed integrity check. Segments an insider removes from a recording
+# the audit log saw them arrive in are still an integrity failure, however the rows are relabelled.
+
+NO_AUDIO = "No audio to release"
+
+
+def assert_no_audio(client: TestClient, world: World, rid: uuid.UUID, message: str) -> None:
+    before = {e.seq for e in log_entries(client, rid)}
+    reply = read(client, world.officer, rid)
+    assert reply.status_code == 409, (reply.status_code, reply.text)
+    detail = reply.json()["detail"]
+    assert detail.startswith(NO_AUDIO) and message in detail, detail
+    assert INTEGRITY not in detail
+    assert not any(magic in reply.content for magic in AUDIO_MAGICS)
+    new = [e for e in log_entries(client, rid) if e.seq not in before]
+    assert [(e.action, e.outcome) for e in new] == [
+        ("api:evidence:read", "allowed"),
+        ("api:evidence:no-audio", "allowed"),
+    ]
+    assert new[1].detail["read"] == new[0].seq and message in new[1].detail["reason"]
+    assert ("api:evidence:integrity", "failed") not in [(e.action, e.outcome) for e in log_entries(client, rid)]
+
+
+def shown(client: TestClient, world: World, rid: uuid.UUID) -> dict[str, Any]:
+    reply = client.get(f"/v1/evidence/{rid}", headers=bearer(world.officer))
+    assert reply.status_code == 200, reply.text
+    listed = {r["id"]: r for r in client.get("/v1/evidence", headers=bearer(world.officer)).json()}
+    assert {k: listed[str(rid)][k] for k in ("status", "audio")} == {k: reply.json()[k] for k in ("status", "audio")}
+    return reply.json()  # type: ignore[no-any-return]
+
+
 def test_open_recording_without_segments_is_not_audio(client: TestClient, world: World) -> None:
     rec = world.device.new_recording()
     open_recording(client, world.device, rec)
-    assert_refused_read(client, world, rec.id, "the recording has no audio")
+    assert (shown(client, world, rec.id)["status"], shown(client, world, rec.id)["audio"]) == ("open", "none")
+    assert_no_audio(client, world, rec.id, "no audio has arrived yet")
+
+
+def test_objection_record_is_not_an_integrity_failure(client: TestClient, world: World) -> None:
+    rec = world.device.new_recording(outcome="objected")
+    open_recording(client, world.device, rec)
+    assert {k: shown(client, world, rec.id)[k] for k in ("status", "audio")} == {
+        "status": "objected",
+        "audio": "objection",
+    }
+    assert_no_audio(client, world, rec.id, "this is an objection record")
+
+
+def test_consented_recording_that_captured_nothing(client: TestClient, world: World) -> None:
+    """Capture failed after consent: the device reports it cut short; "no audio was captured", with the status."""
+    rec = world.device.new_recording()
+    open_recording(client, world.device, rec)
+    assert client.post(f"/v1/recordings/{rec.id}/interrupt", headers=world.device.auth).status_code == 200
+    assert {k: shown(client, world, rec.id)[k] for k in ("status", "audio")} == {
+        "status": "interrupted",
+        "audio": "none",
+    }
+    assert_no_audio(client, world, rec.id, "no audio was captured: the recording is interrupted")
+
+
+def test_silent_empty_recording_shows_interrupted(client: TestClient, world: World) -> None:
+    """Never a segment and the device went silent: shown interrupted before the job runs, no audio captured."""
+    rec = world.device.new_recording()
+    open_recording(client, world.device, rec)
+    stale = utcnow() - timedelta(seconds=services(client).settings.interrupted_after_seconds + 60)
+    db(client, lambda s: s.execute(update(Recording).where(Recording.id == str(rec.id)).values(last_activity_at=stale)))
+    assert shown(client, world, rec.id)["status"] == "interrupted"
+    assert_no_audio(client, world, rec.id, "the recording is interrupted")
+
+
+def _erase_all_segments(client: TestClient, rid: uuid.UUID, **relabel: Any) -> None:
+    """The insider's cover-up: every segment object and row gone, the count zeroed, the row relabelled."""
+    for key in stored_keys(client, rid):
+        services(client).store.delete(key)
+
+    def erase(session: Session) -> None:
+        session.execute(delete(Segment).where(Segment.recording_id == str(rid)))
+        session.execute(update(Recording).where(Recording.id == str(rid)).values(segment_count=0, **relabel))
+
+    db(client, erase)
+
+
+@pytest.mark.parametrize(
+    ("relabel", "message"),
+    [
+        ({}, "recording is marked complete but its final segment is missing"),
+        ({"status": "interrupted"}, "the audit log records a final segment (3) being received"),
+        ({"status": "open"}, "the audit log records a final segment (3) being received"),
+        # Made to look like an objection record: the audit log still saw the segments arrive.
+        ({"status": "objected", "consent_outcome": "objected"}, "the audit log records a final segment (3)"),
+    ],
+    ids=["complete", "relabelled-interrupted", "relabelled-open", "relabelled-objection"],
+)
+def test_erased_segments_are_still_tampering(
+    client: TestClient, world: World, relabel: dict[str, str], message: str
+) -> None:
+    """An insider deleting every segment row and object of a recording is flagged, never "no audio"."""
+    rec = good_recording(client, world.device)
+    _erase_all_segments(client, rec.id, **relabel)
+    assert_refused_read(client, world, rec.id, message)
+
+
+def test_empty_recording_relabelled_objection_is_tampering(client: TestClient, world: World) -> None:
+    """Consent was given (the device signed it) and nothing arrived: calling it an objection record is a lie."""
+    rec = world.device.new_recording()
+    open_recording(client, world.device, rec)
+    db(
+        client,
+        lambda s: s.execute(
+            update(Recording).where(Recording.id == str(rec.id)).values(status="objected", consent_outcome="objected")
+        ),
+    )
+    assert_refused_read(client, world, rec.id, "the database says consent objected, the signed header given")
+
+
+def test_erased_rows_with_count_kept_are_tampering(client: TestClient, world: World) -> None:
+    rec = good_recording(client, world.device, count=2, final=False)
+    db(client, lambda s: s.execute(delete(Segment).where(Segment.recording_id == str(rec.id))))
+    assert_refused_read(client, world, rec.id, "2 segments recorded, 0 found")
+
+
+def test_erased_objects_only_are_tampering(client: TestClient, world: World) -> None:
+    rec = good_recording(client, world.device, count=2, final=False)
+    for key in stored_keys(client, rec.id):
+        services(client).store.delete(key)
+    assert_refused_read(client, world, rec.id, "segment 0 is missing from the store")
 
 
 def test_truncation_relabelled_interrupted_is_detected(client: TestClient, world: World) -> None:

@@ -134,6 +134,12 @@ def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.strip()]
 
 
+def fields(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """A `show` command's `key: value` block (up to the first blank line) as a dict."""
+    block = result.stdout.split("\n\n")[0]
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines() if ":" in line)}
+
+
 def assert_out_of_scope(result: subprocess.CompletedProcess[str]) -> None:
     """Refused for a site outside the caller's: 403, or 404 where the service hides that it exists."""
     assert result.returncode != 0, result.stdout

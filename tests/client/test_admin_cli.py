@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import httpx
 import nacl.signing
 
 from tests.client.conftest import Live, lines
 
 
+def columns(result: subprocess.CompletedProcess[str]) -> list[list[str]]:
+    return [line.split() for line in lines(result)]
+
+
 def test_site_add_then_list(live: Live) -> None:
     added = live.run(live.admin, "admin", "site", "add", "east", "--name", "East Office 東")
     assert added.stdout == "site east added\n"
     listed = lines(live.run(live.admin, "admin", "site", "list"))
-    assert listed == ["east\tEast Office 東", "north\tNorth Office", "south\tSouth Office"]  # by id
+    assert listed == ["SITE   NAME", "east   East Office 東", "north  North Office", "south  South Office"]  # by id
     assert {s["id"] for s in live.api.get("/v1/sites").json()} == {"north", "south", "east"}
+    as_json = json.loads(live.run(live.admin, "admin", "site", "list", "--json").stdout)
+    assert as_json == live.api.get("/v1/sites").json()
 
 
 def test_site_add_is_for_admins_only(live: Live) -> None:
@@ -41,16 +50,19 @@ def test_user_add_prints_a_token_that_works_once_and_list_never_shows_it(live: L
     approved = live.run(live.officer, "admin", "user", "approve", "sato")  # an officer of north
     assert approved.stdout == "approved officer sato (sites: north)\n"
     # The printed token is sato's: it lists north's evidence and nothing outside north.
-    assert lines(live.run(token, "evidence", "list"))[0].startswith(str(rec.id))
+    assert lines(live.run(token, "evidence", "list"))[1].startswith(str(rec.id)[:8])
 
     auditor = live.run(live.admin, "admin", "user", "add", "ito", "--role", "auditor")
     assert lines(auditor)[0] == "user ito (auditor, sites: -) added"
     assert "approves: countersign admin user approve ito" in auditor.stdout
 
     listed = live.run(live.admin, "admin", "user", "list")
-    assert "sato\tofficer\tnorth" in lines(listed)
-    assert "ito\tauditor\t\tawaiting approval" in listed.stdout.splitlines()
+    assert lines(listed)[0].split() == ["NAME", "ROLE", "SITES", "STATE"]
+    assert ["sato", "officer", "north", "active"] in columns(listed)
+    assert ["ito", "auditor", "-", "awaiting", "approval"] in columns(listed)
     assert token not in listed.stdout
+    as_json = json.loads(live.run(live.admin, "admin", "user", "list", "--json").stdout)
+    assert as_json == live.api.get("/v1/users").json() and token not in json.dumps(as_json)
 
 
 def test_device_add_prints_an_enrolment_code_that_enrols_the_device(live: Live) -> None:
@@ -61,13 +73,15 @@ def test_device_add_prints_an_enrolment_code_that_enrols_the_device(live: Live) 
     assert code_line.startswith("enrolment code (one use, expires ")
     code = code_line.split()[-1]
 
-    assert f"{device_id}\tcounter-9\tnorth\tpending" in lines(live.run(live.admin, "admin", "device", "list"))
+    assert [device_id, "counter-9", "north", "pending"] in columns(live.run(live.admin, "admin", "device", "list"))
     key = nacl.signing.SigningKey.generate()
     body = {"code": code, "public_key": bytes(key.verify_key).hex()}
     enrolled = httpx.post(f"{live.server.url}/v1/enrol", json=body)
     assert enrolled.status_code == 200, enrolled.text
     assert enrolled.json()["device_id"] == device_id
-    assert f"{device_id}\tcounter-9\tnorth\tenrolled" in lines(live.run(live.admin, "admin", "device", "list"))
+    assert [device_id, "counter-9", "north", "enrolled"] in columns(live.run(live.admin, "admin", "device", "list"))
+    as_json = json.loads(live.run(live.admin, "admin", "device", "list", "--json").stdout)
+    assert as_json == live.api.get("/v1/devices").json()
     # One use only.
     assert httpx.post(f"{live.server.url}/v1/enrol", json=body).status_code >= 400
 
@@ -123,7 +137,7 @@ def test_policy_show_is_for_admins_only(live: Live) -> None:
 def test_disable_and_enable_a_user_and_a_device(live: Live) -> None:
     reason = ("--reason", "left the organisation on 2026-11-30")
     assert live.run(live.admin, "admin", "user", "disable", "olivia", *reason).stdout == "user olivia disabled\n"
-    assert "olivia\tofficer\tnorth\tdisabled" in lines(live.run(live.admin, "admin", "user", "list"))
+    assert ["olivia", "officer", "north", "disabled"] in columns(live.run(live.admin, "admin", "user", "list"))
     locked = live.run(live.officer, "evidence", "list", check=False)
     assert locked.returncode == 1 and "401" in locked.stderr
     assert live.run(live.admin, "admin", "user", "enable", "olivia", *reason).stdout == "user olivia enabled\n"
@@ -132,7 +146,7 @@ def test_disable_and_enable_a_user_and_a_device(live: Live) -> None:
     rec = live.upload(1)
     device = live.device.id
     assert live.run(live.admin, "admin", "device", "disable", device, *reason).stdout.endswith(" disabled\n")
-    assert f"{device}\t" in live.run(live.admin, "admin", "device", "list").stdout
+    assert f"{device}  " in live.run(live.admin, "admin", "device", "list").stdout
     assert "disabled" in next(line for line in lines(live.run(live.admin, "admin", "device", "list")) if device in line)
     refused = httpx.post(f"{live.server.url}/v1/recordings", json={}, headers=live.device.auth, timeout=10)
     assert refused.status_code == 401  # a revoked device's uploads are refused...

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from client.output import audit_line
+from evidence.display import local
 from tests.client.conftest import PURPOSE, Live, lines
 from tests.conftest import countersign
+
+TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 def test_log_prints_each_entry_with_the_shared_formatter(live: Live, tmp_path: Path) -> None:
@@ -15,16 +19,30 @@ def test_log_prints_each_entry_with_the_shared_formatter(live: Live, tmp_path: P
     live.run(live.officer, "evidence", "get", str(rec.id), "--purpose", PURPOSE, "-o", str(tmp_path / "a.flac"))
     entries = live.get(live.auditor, "/v1/audit", limit=10000)
 
-    log = lines(live.run(live.auditor, "audit", "log"))
+    header, *log = lines(live.run(live.auditor, "audit", "log"))
+    assert header.split() == ["SEQ", "TIME", "OUTCOME", "ACTION", "ACTOR", "TARGET", "PURPOSE"]
     assert log[: len(entries)] == [audit_line(e) for e in entries]
     assert [int(line.split()[0]) for line in log] == list(range(1, len(log) + 1))  # oldest first, no gaps
-    assert log[0].split()[3] == "cli:server:init"
-    read = next(line for line in log if line.split()[3] == "api:evidence:read")
-    assert read.split()[5] == f"recording:{rec.id}" and read.endswith(f'purpose="{PURPOSE}"')
+    assert log[0].split()[5] == "cli:server:init"
+    read = next(line for line in log if line.split()[5] == "api:evidence:read")
+    assert f" recording:{rec.id} " in read and read.endswith(f'purpose="{PURPOSE}"')
+    # Who, by name (the auditor may not list users): the officer, and the device that uploaded.
+    assert " olivia (user) " in read
+    upload = next(line for line in log if line.split()[5] == "api:segment:upload")
+    assert " counter-n1 (device) " in upload
+    # Local time, the zone named: the entry's UTC time as Tokyo's.
+    entry = next(e for e in entries if e["action"] == "api:evidence:read")
+    assert read.split()[1:4] == local(entry["at"], TOKYO).split() and read.split()[3] == "JST"
+    assert entry["actor_name"] == "olivia" and entry["actor"].startswith("user:")
 
-    page = lines(live.run(live.auditor, "audit", "log", "--after", "3", "--limit", "2"))
+    header, *page = lines(live.run(live.auditor, "audit", "log", "--after", "3", "--limit", "2"))
     assert [int(line.split()[0]) for line in page] == [4, 5]
     assert page == log[3:5]
+
+    utc = lines(live.run(live.auditor, "audit", "log", "--tz", "UTC", "--after", "3", "--limit", "1"))[1]
+    assert utc.split()[1:4] == local(entries[3]["at"], ZoneInfo("UTC")).split() and utc.split()[3] == "UTC"
+    as_json = json.loads(live.run(live.auditor, "audit", "log", "--json", "--limit", "5").stdout)
+    assert as_json == entries[:5]  # the service's answer, as it gave it
 
 
 def test_log_is_for_auditors(live: Live) -> None:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
+from zoneinfo import ZoneInfo
 
 import httpx
 import numpy as np
 import pytest
 
 from client.output import audit_line
+from evidence.display import local, local_date
 from retention.purge import verify_deletion_record
 from tests.api.test_streaming_read import bad_plaintext_hash
-from tests.client.conftest import PURPOSE, Live, assert_out_of_scope, decode, expected_pcm, lines
+from tests.client.conftest import PURPOSE, Live, assert_out_of_scope, decode, expected_pcm, fields, lines
 from tests.conftest import cli_env, countersign
-from tests.support.factories import SimRecording
+from tests.support.factories import SimDevice, SimRecording
+
+TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 @pytest.fixture
@@ -42,36 +47,154 @@ def custody_actions(live: Live, recording_id: str) -> list[str]:
 # --------------------------------------------------------------------------- list, show
 
 
+LIST_HEADER = ["ID", "STARTED", "DURATION", "SITE", "DEVICE", "STAFF", "STATUS", "INCIDENT", "HELD", "RETAIN", "UNTIL"]
+
+
 def test_list_shows_your_sites_recordings_and_filters_incidents(live: Live) -> None:
     first, second = live.upload(2), live.upload(3)
     live.upload(1, device=live.enrol("counter-s1", "south"))
 
-    listed = lines(live.run(live.officer, "evidence", "list"))
-    assert [line.split()[0] for line in listed] == [str(second.id), str(first.id)]  # newest first, north only
-    fields = listed[0].split()
-    assert fields[1] == second.header["started_at"][:19]
-    assert fields[2:] == ["north", "complete", "3", "seg", "-"]
+    header, *listed = lines(live.run(live.officer, "evidence", "list"))
+    assert header.split() == LIST_HEADER
+    assert [line.split()[0] for line in listed] == [str(second.id)[:8], str(first.id)[:8]]  # newest first, north only
+    answer = live.get(live.officer, "/v1/evidence")
+    row = listed[0].split()
+    # Started in local time (Asia/Tokyo by default), the zone named; 3 one-second segments; the device's
+    # name and the staff code from the signed consent record; the retain-until date, local.
+    assert row[1:4] == local(second.header["started_at"], TOKYO).split() and row[3] == "JST"
+    retain = local_date(answer[0]["retain_until"], TOKYO)
+    assert row[4:] == ["0:03", "north", "counter-n1", "S-001", "complete", "-", "-", retain]
+    assert answer[0]["device_name"] == "counter-n1" and answer[0]["staff_code"] == "S-001"
+    assert answer[0]["duration_seconds"] == 3.0
 
-    assert lines(live.run(live.officer, "evidence", "list", "--incident")) == []
+    assert lines(live.run(live.officer, "evidence", "list", "--incident")) == ["no recordings"]
     live.run(live.officer, "evidence", "flag", str(first.id), "--category", "verbal-abuse")
-    incident = lines(live.run(live.officer, "evidence", "list", "--incident"))
-    assert [line.split()[0] for line in incident] == [str(first.id)]
-    assert incident[0].split()[-1] == "verbal-abuse"
-    routine = lines(live.run(live.officer, "evidence", "list", "--routine"))
-    assert [line.split()[0] for line in routine] == [str(second.id)]
-    assert len(lines(live.run(live.other_officer, "evidence", "list"))) == 1  # south's own
+    incident = lines(live.run(live.officer, "evidence", "list", "--incident"))[1:]
+    assert [line.split()[0] for line in incident] == [str(first.id)[:8]]
+    assert incident[0].split()[9] == "verbal-abuse"
+    routine = lines(live.run(live.officer, "evidence", "list", "--routine"))[1:]
+    assert [line.split()[0] for line in routine] == [str(second.id)[:8]]
+    assert len(lines(live.run(live.other_officer, "evidence", "list"))) == 2  # the header and south's own
+
+
+def test_list_json_is_the_services_answer(live: Live) -> None:
+    live.upload(2)
+    held = live.upload(1)
+    live.run(
+        live.officer,
+        "hold",
+        "create",
+        "--case",
+        "CASE-7",
+        "--reason",
+        "keep it for the claim",
+        "--recording",
+        str(held.id),
+    )
+    printed = json.loads(live.run(live.officer, "evidence", "list", "--json").stdout)
+    assert printed == live.get(live.officer, "/v1/evidence")
+    row = next(line for line in lines(live.run(live.officer, "evidence", "list")) if line.startswith(str(held.id)[:8]))
+    assert row.split()[10] == "CASE-7"  # the HELD column names the case
+
+
+def test_list_in_another_zone(live: Live) -> None:
+    rec = live.upload(1)
+    started = rec.header["started_at"]
+    utc = lines(live.run(live.officer, "evidence", "list", "--tz", "UTC"))[1].split()
+    assert utc[1:4] == local(started, ZoneInfo("UTC")).split() and utc[3] == "UTC"
+    env = cli_env(COUNTERSIGN_SERVER=live.server.url, COUNTERSIGN_TOKEN=live.officer, COUNTERSIGN_TZ="Europe/London")
+    london = lines(countersign("evidence", "list", env=env))[1].split()
+    assert london[1:3] == local(started, ZoneInfo("Europe/London")).split()[:2] and london[3] in ("GMT", "BST")
+    wrong = live.run(live.officer, "evidence", "list", "--tz", "Mars/Base", check=False)
+    assert wrong.returncode == 2 and "unknown time zone 'Mars/Base'" in wrong.stderr and wrong.stdout == ""
 
 
 def test_show_prints_the_recording_its_consent_and_segments(live: Live) -> None:
     rec = live.upload(3)
-    shown = json.loads(live.run(live.officer, "evidence", "show", str(rec.id)).stdout)
+    shown = json.loads(live.run(live.officer, "evidence", "show", str(rec.id), "--json").stdout)
+    assert shown == live.get(live.officer, f"/v1/evidence/{rec.id}")  # --json: the service's answer
     assert shown["id"] == str(rec.id)
     assert shown["site"] == "north"
     assert shown["consent"]["outcome"] == "given"
     assert [s["index"] for s in shown["segments"]] == [0, 1, 2]
 
+    printed = live.run(live.officer, "evidence", "show", str(rec.id))
+    block, consent = fields(printed), shown["consent"]
+    assert block["id"] == str(rec.id) and block["site"] == "north"
+    assert block["device"] == f"counter-n1 ({live.device.id})"
+    assert block["started"] == local(shown["started_at"], TOKYO) and block["started"].endswith(" JST")
+    assert block["duration"] == "0:03" and block["status"] == "complete"
+    assert block["consent"] == "given" and block["staff"] == "S-001"
+    assert block["notice"] == f"{consent['notice_id']} v{consent['notice_version']}"
+    assert block["language"] == consent["language"] and block["notice sha256"] == consent["notice_sha256"]
+    assert block["chain"].startswith("3 segment(s) received") and "final segment received" in block["chain"]
+    assert block["retain until"] == local(shown["retain_until"], TOKYO)
+    assert block["reason"] == shown["retain_reason"] and block["holds"] == "none"
+    segments = printed.stdout.split("\n\n")[1].splitlines()
+    assert segments[0].split() == ["SEGMENT", "FINAL", "BYTES", "RECEIVED", "CIPHERTEXT", "SHA-256"]
+    assert [line.split()[0] for line in segments[1:]] == ["0", "1", "2"] and segments[3].split()[1] == "yes"
+
     outside = live.run(live.other_officer, "evidence", "show", str(rec.id), check=False)
     assert_out_of_scope(outside)
+
+
+# --------------------------------------------------------------------------- short ids
+
+
+def recording_with_id(live: Live, rid: str, device: SimDevice | None = None) -> SimRecording:
+    """An uploaded recording whose id is `rid` (the device signs it into the header as any id)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(uuid, "uuid4", lambda: uuid.UUID(rid))
+        rec = (device or live.device).new_recording()
+    assert str(rec.id) == rid
+    dev = device or live.device
+    dev.add_segments(rec, 1)
+    with httpx.Client(base_url=live.server.url, headers=dev.auth, timeout=30) as http:
+        assert http.post("/v1/recordings", json=rec.create_body()).status_code == 201
+        seg = rec.segments[0]
+        put = http.put(f"/v1/recordings/{rec.id}/segments/0", content=seg.envelope, headers=dev.segment_headers(seg))
+        assert put.status_code == 201, put.text
+    return rec
+
+
+def test_short_ids_resolve_within_your_sites(live: Live, out_dir: Path) -> None:
+    one = recording_with_id(live, "abcd1111-1111-4111-8111-111111111111")
+    two = recording_with_id(live, "abcd2222-2222-4222-8222-222222222222")
+    south = live.enrol("counter-s1", "south")
+    theirs = recording_with_id(live, "abcd3333-3333-4333-8333-333333333333", device=south)
+    alone = recording_with_id(live, "5a5a4444-4444-4444-8444-444444444444", device=south)
+
+    # Unique: any unambiguous prefix of 4 or more characters, in any case; show, custody, flag, get...
+    assert fields(live.run(live.officer, "evidence", "show", "abcd1"))["id"] == str(one.id)
+    assert fields(live.run(live.officer, "evidence", "show", "ABCD2222"))["id"] == str(two.id)
+    assert str(one.id) in live.run(live.officer, "evidence", "custody", "abcd1", "--json").stdout
+    flagged = live.run(live.officer, "evidence", "flag", "abcd2", "--category", "verbal-abuse").stdout
+    assert flagged.startswith(f"{two.id} flagged verbal-abuse")
+    assert get(live, "abcd1", out_dir / "one.flac").returncode == 0
+
+    # Ambiguous: both are listed, nothing is done, usage error. South's abcd3... is neither counted nor listed.
+    ambiguous = live.run(live.officer, "evidence", "show", "abcd", check=False)
+    assert ambiguous.returncode == 2 and ambiguous.stdout == ""
+    assert "ambiguous: 2 recordings start with abcd" in ambiguous.stderr
+    assert str(one.id) in ambiguous.stderr and str(two.id) in ambiguous.stderr
+    assert str(theirs.id) not in ambiguous.stderr
+
+    # Unknown, or another site's: the same answer, so a prefix reveals nothing about south.
+    unknown = live.run(live.officer, "evidence", "show", "ffff", check=False)
+    other_site = live.run(live.officer, "evidence", "show", "5a5a", check=False)
+    for refused in (unknown, other_site):
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert "no recording in your sites has an id starting with" in refused.stderr
+    assert str(alone.id) not in other_site.stderr
+    south_view = live.run(live.officer, "evidence", "show", "abcd3", check=False)
+    assert south_view.returncode == 1 and str(theirs.id) not in south_view.stderr
+    # ...and south's officer resolves it.
+    assert fields(live.run(live.other_officer, "evidence", "show", "abcd"))["id"] == str(theirs.id)
+
+    # Too short, or not hex: refused before asking the service.
+    for bad in ("abc", "xyz1", "ab%d"):
+        refused = live.run(live.officer, "evidence", "show", bad, check=False)
+        assert refused.returncode == 2 and "is not a recording id" in refused.stderr, refused.stderr
 
 
 # --------------------------------------------------------------------------- get
@@ -285,18 +408,20 @@ def test_custody_lists_every_event_about_the_recording(live: Live, out_dir: Path
     other = live.upload(1)
     get(live, rec.id, out_dir / "a.flac")
 
-    custody = lines(live.run(live.officer, "evidence", "custody", str(rec.id)))
-    actions = [line.split()[3] for line in custody]
+    header, *custody = lines(live.run(live.officer, "evidence", "custody", str(rec.id)))
+    assert header.split() == ["SEQ", "TIME", "OUTCOME", "ACTION", "ACTOR", "TARGET", "PURPOSE"]
+    actions = [line.split()[5] for line in custody]
     assert actions == [
         "api:recording:create",
         "api:segment:upload",
         "api:segment:upload",
         "api:evidence:read",
     ]
-    assert all(line.split()[5] == f"recording:{rec.id}" for line in custody)
+    assert all(f" recording:{rec.id}" in line for line in custody)
     assert str(other.id) not in "\n".join(custody)
     assert custody[-1].endswith(f'purpose="{PURPOSE}"')
-    assert custody[-1].split()[4].startswith("user:")
+    assert " olivia (user) " in custody[-1]  # who, by name
+    assert all(" counter-n1 (device) " in line for line in custody[:3])
 
     # The same formatter as `audit log`: each line is exactly the entry the auditor sees.
     entries = {e["seq"]: e for e in live.get(live.auditor, "/v1/audit", limit=10000)}
@@ -304,9 +429,14 @@ def test_custody_lists_every_event_about_the_recording(live: Live, out_dir: Path
     log = lines(live.run(live.auditor, "audit", "log"))
     assert set(custody) <= set(log)
 
-    auditor = lines(live.run(live.auditor, "evidence", "custody", str(rec.id)))
+    auditor = lines(live.run(live.auditor, "evidence", "custody", str(rec.id)))[1:]
     assert auditor[: len(custody)] == custody  # plus the officer's custody read, logged after it
-    assert auditor[len(custody)].split()[3] == "api:evidence:custody"
+    assert auditor[len(custody)].split()[5] == "api:evidence:custody"
+    as_json = json.loads(live.run(live.auditor, "evidence", "custody", str(rec.id), "--json").stdout)
+    assert [e["seq"] for e in as_json][: len(custody)] == [int(line.split()[0]) for line in custody]
+    assert as_json[-1]["actor_name"] == "audrey"  # the auditor's own (text) custody read, named
+    short = live.run(live.auditor, "evidence", "custody", str(rec.id)[:8], check=False)
+    assert short.returncode == 1 and "short ids are for officers: give the full id" in short.stderr
 
 
 # --------------------------------------------------------------------------- retention: flag, extend, delete

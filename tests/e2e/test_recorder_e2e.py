@@ -29,8 +29,8 @@ def write_source(path: Path, seconds: float) -> np.ndarray:
 
 
 def only_recording_id(deployment: Deployment) -> str:
-    listed = countersign("evidence", "list", env=deployment.officer_env())
-    ids = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+    listed = countersign("evidence", "list", "--json", env=deployment.officer_env())
+    ids = [r["id"] for r in json.loads(listed.stdout)]
     assert len(ids) == 1, listed.stdout
     return ids[0]
 

@@ -145,8 +145,8 @@ def enrol(d: TlsDeployment, home: Path, *extra: str, check: bool = True) -> subp
 
 
 def evidence_ids(d: TlsDeployment, *extra: str) -> list[str]:
-    listed = countersign("evidence", "list", "--ca-file", str(d.pki.ca), *extra, env=d.officer_env())
-    return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+    listed = countersign("evidence", "list", "--json", "--ca-file", str(d.pki.ca), *extra, env=d.officer_env())
+    return [r["id"] for r in json.loads(listed.stdout)]
 
 
 def spooled_segments(home: Path) -> int:

@@ -142,7 +142,12 @@ def test_a_partial_recording_is_valid_partial_never_valid() -> None:
 
 
 def test_a_recording_with_no_segment_at_all_is_partial() -> None:
-    assert verdict(forge.bundle(forge.Facts(segments=0, final=False))) == "VALID (PARTIAL)"
+    members = forge.bundle(forge.Facts(segments=0, final=False))
+    assert verdict(members) == "VALID (PARTIAL)"
+    found, failure = verify(members)
+    assert failure is None  # what it is (nothing captured), not a failed check
+    assert "none: no audio was captured (consent was given, no segment arrived)" in V.as_text(found, None, "en")
+    assert "音声は記録されていません" in V.as_text(found, None, "ja")
 
 
 def test_an_objection_record_has_no_audio_and_is_valid() -> None:

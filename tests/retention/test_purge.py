@@ -444,5 +444,6 @@ def test_status_reports_what_expires_soon(client: TestClient, world: World, sett
     hold(client, world, "CASE-5", [held])
     result = countersign("retention", "status", "--data", str(settings.data_dir), "--days", "7")
     lines = [line for line in result.stdout.splitlines() if "default/routine" in line]
-    assert len(lines) == 1 and lines[0].split()[3:5] == ["2", "1"], result.stdout  # count 2, held 1
+    assert len(lines) == 1 and lines[0].split()[4:6] == ["2", "1"], result.stdout  # count 2, held 1
+    assert lines[0].split()[2] == "JST"  # local time (Asia/Tokyo by default), the zone named
     assert "0 due now" in result.stdout

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -301,7 +302,10 @@ def test_the_summary_names_the_next_due_date_and_status_counts_on_request(
     assert result.stdout.splitlines()[-1].startswith("dry run: would purge 1, kept by hold 0, kept by policy 0")
 
     status = countersign("retention", "status", "--data", str(settings.data_dir))
-    assert f"next due {expected:%Y-%m-%d %H:%M} UTC" in status.stdout and "not yet due" not in status.stdout
+    tokyo = expected.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert f"next due {tokyo:%Y-%m-%d %H:%M} JST" in status.stdout and "not yet due" not in status.stdout
+    in_utc = countersign("retention", "status", "--data", str(settings.data_dir), "--tz", "UTC").stdout
+    assert f"next due {expected:%Y-%m-%d %H:%M} UTC" in in_utc
     counted = countersign("retention", "status", "--data", str(settings.data_dir), "--count")
     live = len({old, soon, later})
     assert f"not yet due {live - 1}, no deletion date 0" in counted.stdout, counted.stdout
