@@ -46,7 +46,7 @@ SERVER_DISTS: tuple[str, ...] = (
     "botocore",
     "psycopg",
 )
-SERVER_DISTS += ("psycopg-binary", "pydantic-settings", "prometheus-client", "fastapi-offline")
+SERVER_DISTS += ("psycopg-binary", "pydantic-settings", "prometheus-client", "fastapi-offline", "jinja2", "pyotp")
 AUDIO_DISTS = ("sounddevice", "numpy", "soundfile")
 
 
