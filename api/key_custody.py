@@ -39,6 +39,7 @@ from api.core.keys import (
     KeyCustodian,
     destroy_key_file,
     reprotect,
+    zero_knowledge_db,
 )
 from api.core.models import EvidenceKey, Recording, SealedKey, utcnow
 from api.core.services import audit_sessions
@@ -100,6 +101,8 @@ def _key(session: Session, key_id: str) -> EvidenceKey:
 def _current(session: Session) -> EvidenceKey:
     row = session.scalar(select(EvidenceKey).where(EvidenceKey.state == CURRENT, EvidenceKey.custody == SERVICE))
     if row is None:
+        if zero_knowledge_db(session):  # nothing to rewrap to, and rotate would refuse: say why
+            raise KeyRefused("zero-knowledge mode: the service holds no evidence key to rewrap to")
         raise KeyRefused("there is no current evidence key: run 'countersign keys rotate' to make one")
     return row
 

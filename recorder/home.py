@@ -32,13 +32,13 @@ from consent.catalogue import Notice
 from recorder.errors import NoEvidenceKey, NotEnrolled
 
 
-def write_private(path: Path, content: str) -> None:
-    """Write a file only its owner can read, atomically and durably."""
+def write_private(path: Path, content: str | bytes) -> None:
+    """Write a file only its owner can read, atomically and durably (text as UTF-8)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(content)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content.encode() if isinstance(content, str) else content)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

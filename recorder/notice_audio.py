@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,18 +57,6 @@ def _sha256_of(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
         return None
-
-
-def _write_private_bytes(path: Path, data: bytes) -> None:
-    """Atomically and durably, readable by the owner only (as recorder.home.write_private, for bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _named(entry: dict[str, Any]) -> tuple[str, int, str] | None:
@@ -121,7 +108,7 @@ def sync_audio(home_root: Path, client: DeviceClient, entries: list[dict[str, An
             path.unlink(missing_ok=True)
             done.refused.append(label)
             continue
-        _write_private_bytes(path, data)
+        write_private(path, data)
         done.fetched.append(label)
     return done
 

@@ -270,3 +270,16 @@ def test_server_init_refuses_half_a_zero_knowledge_request(tmp_path: Path, offli
     )  # fmt: skip
     assert not_public.returncode == 2 and "not an offline recovery public key file" in not_public.stderr
     assert not (data / KEYS_DIR).exists()  # nothing half-made
+
+
+def test_key_commands_say_zero_knowledge(settings: Settings, zk_init: InitResult, offline: Offline) -> None:
+    """`keys list` works; `keys rotate` (it would make a service key) and `keys rewrap` refuse in one line."""
+    data = str(settings.data_dir)
+    listed = countersign("keys", "list", "--data", data)
+    assert offline.key.key_id in listed.stdout and "offline" in listed.stdout
+    for command in ("rotate", "rewrap"):
+        refused = countersign("keys", command, "--data", data, check=False)
+        assert refused.returncode != 0 and refused.stdout == "", refused.stdout
+        [line] = refused.stderr.splitlines()
+        assert line.startswith("error:") and "zero-knowledge" in line
+    assert not list(settings.data_dir.rglob("evidence-*.key"))
