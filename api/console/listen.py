@@ -9,7 +9,6 @@ so every check runs before each answer's first byte, as for the API.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,10 +21,9 @@ from api.core.audit import record_event
 from api.core.models import ConsoleListenGrant, Recording, utcnow
 from api.core.services import Services
 from api.retrieval import VerifiedAudio
+from api.routes.evidence import released
 from evidence.audit_actions import Action
-from evidence.errors import EvidenceError
 
-log = logging.getLogger(__name__)
 GRANT_FOR = timedelta(minutes=10)
 PURPOSE_MAX = 500
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -85,29 +83,12 @@ def sliced(
     verified: VerifiedAudio, first: int, last: int, services: Services, actor: str, target: str, seq: int
 ) -> Iterator[bytes]:
     """Bytes first..last of the verified WAV. A segment failing its checks mid-stream is logged and the
-    response is cut short (raising makes the server abort it), as the API's stream does."""
+    response is cut short, by the API's own stream wrapper (api.routes.evidence.released)."""
     offset = 0
-    chunks = verified.chunks()
-    try:
-        for chunk in chunks:
-            end = offset + len(chunk)
-            if end > first and offset <= last:
-                yield chunk[max(0, first - offset) : last + 1 - offset]
-            offset = end
-            if offset > last:
-                break
-    except EvidenceError as exc:
-        try:
-            with services.sessions() as session:
-                record_event(
-                    session,
-                    actor=actor,
-                    action=Action.EVIDENCE_INTEGRITY,
-                    target=target,
-                    outcome="failed",
-                    detail={"error": str(exc), "read": seq, "streamed": True, "via": "console"},
-                )
-                session.commit()
-        except Exception:
-            log.exception("the integrity failure of console read %s could not be logged", seq)
-        raise RuntimeError(f"console read {seq} aborted mid-stream: {exc}") from exc
+    for chunk in released(verified.chunks(), services, actor, target, seq, via="console"):
+        end = offset + len(chunk)
+        if end > first and offset <= last:
+            yield chunk[max(0, first - offset) : last + 1 - offset]
+        offset = end
+        if offset > last:
+            break

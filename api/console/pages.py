@@ -26,6 +26,7 @@ from api.console.csrf import CsrfRefused, Form
 from api.console.sessions import ConsoleUser
 from api.core.audit import record_event
 from api.core.deps import ServicesDep, client_address, deny, live, recording_in_scope, stranger_failed
+from api.core.keys import ZeroKnowledgeRefusal
 from api.core.models import AccessLog, NoticeRow, Recording
 from api.core.services import Services
 from api.retrieval import audio_state, prepare_audio, verify_recording_chain
@@ -280,6 +281,8 @@ def listen_purpose(recording_id: uuid.UUID, request: Request, services: Services
             raise Refused(422, f"State why you listen (3 to {listen.PURPOSE_MAX} characters): it is logged.", user)
         if audio_state(recording) != "recorded":
             raise Refused(409, "This recording holds no audio (an objection record, or nothing was captured).", user)
+        if services.keys.zero_knowledge:  # refused before the log, as the API's /audio: nothing can be read here
+            raise Refused(409, str(ZeroKnowledgeRefusal()), user)
         try:
             listen.grant(session, user, recording, purpose)
         except Exception as exc:  # any failure to log is a refusal to read

@@ -152,7 +152,9 @@ class ReleaseAborted(Exception):
     """A streamed read failed a check after its first byte: the server must cut the response off."""
 
 
-def _released(chunks: Iterator[bytes], services: Services, actor: str, target: str, seq: int) -> Iterator[bytes]:
+def released(
+    chunks: Iterator[bytes], services: Services, actor: str, target: str, seq: int, via: str | None = None
+) -> Iterator[bytes]:
     """The stream, audited if a segment fails its checks after the response started.
 
     The request's session is closed by then: the failure is written in a session of its own.
@@ -170,7 +172,7 @@ def _released(chunks: Iterator[bytes], services: Services, actor: str, target: s
                     action=Action.EVIDENCE_INTEGRITY,
                     target=target,
                     outcome="failed",
-                    detail={"error": str(exc), "read": seq, "streamed": True},
+                    detail={"error": str(exc), "read": seq, "streamed": True, **({"via": via} if via else {})},
                 )
                 session.commit()
         except Exception:
@@ -278,7 +280,7 @@ def get_audio(
     if verified.length is not None:
         headers["Content-Length"] = str(verified.length)
     return StreamingResponse(
-        _released(verified.chunks(), services, officer.actor, target, seq),
+        released(verified.chunks(), services, officer.actor, target, seq),
         media_type=audio.media_type(format),
         headers=headers,
     )
