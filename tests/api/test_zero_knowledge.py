@@ -215,6 +215,22 @@ def test_audio_and_export_are_refused_clearly_in_zero_knowledge_mode(zk_client: 
     assert export.status_code == 409 and "zero-knowledge" in export.json()["detail"]
 
 
+def test_the_console_refuses_to_listen_in_zero_knowledge_mode_before_logging(
+    zk_client: TestClient, zk_world: World
+) -> None:
+    """The browser cannot hold the offline key (the CLI is the local helper): a clear page, no read logged."""
+    from tests.console.support import page_csrf, provision_login, signed_in
+
+    rec = recorded(zk_client, zk_world.device, 1)
+    browser = signed_in(zk_client.app, provision_login(zk_client.app, "olivia"))  # type: ignore[arg-type]
+    page = f"/console/recordings/{rec.id}"
+    reply = browser.post(f"{page}/listen", data={"csrf": page_csrf(browser, page), "purpose": PURPOSE})
+    assert reply.status_code == 409 and "zero-knowledge" in reply.text and "--key" in reply.text
+    with services_of(zk_client).sessions() as session:
+        reads = session.scalars(select(AccessLog).where(AccessLog.action == Action.EVIDENCE_READ)).all()
+    assert reads == []
+
+
 def test_scope_and_roles_hold_for_sealed_reads(zk_client: TestClient, zk_world: World) -> None:
     rec = recorded(zk_client, zk_world.device, 1)
     assert sealed_read(zk_client, zk_world.other_officer, rec.id).status_code == 404
