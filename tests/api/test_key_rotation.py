@@ -7,6 +7,10 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +44,7 @@ from api.core.models import AccessLog, EvidenceKey, Recording, SealedKey
 from api.core.settings import Settings
 from evidence.audit_actions import Action
 from evidence.key_files import read_key_file
-from tests.conftest import World, bearer, cli_env, countersign
+from tests.conftest import REPO, World, bearer, cli_env, countersign
 from tests.support.factories import SimDevice, SimRecording
 
 GOOD = "correct horse battery staple"
@@ -188,6 +192,42 @@ def test_rewrap_interrupted_then_resumed_loses_nothing(
         batches = session.scalars(select(AccessLog.detail).where(AccessLog.action == Action.KEY_REWRAP)).all()
     counts = [d["recordings"] for d in batches if not d.get("complete")]
     assert counts == [3, 3, 1] and sum(counts) == len(olds)
+
+
+def test_rewrap_killed_with_sigkill_then_rerun_loses_nothing(
+    client: TestClient, world: World, settings: Settings, custody: key_custody.Custody
+) -> None:
+    """The real command, killed (SIGKILL: no cleanup of any kind) between batches, then run again."""
+    dev = world.device
+    (k1,) = dev.evidence_keys
+    olds = [recorded(client, dev, segments=1) for _ in range(120)]
+    k2, _ = key_custody.rotate(custody)
+    key_custody.retire(custody, k1)
+
+    def batches_done() -> int:
+        with custody.sessions() as session:
+            details = session.scalars(select(AccessLog.detail).where(AccessLog.action == Action.KEY_REWRAP)).all()
+        return sum(1 for d in details if not d.get("complete"))
+
+    argv = [sys.executable, "-m", "countersign", "keys", "rewrap", "--data", str(settings.data_dir), "--batch", "1"]
+    proc = subprocess.Popen(argv, env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while batches_done() < 5 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL, "rewrap finished before it could be killed: give it more recordings"
+    done = [rec for rec in olds if k2 in sealed_to(settings, rec.id)]
+    assert 5 <= len(done) < len(olds)
+    for rec in olds:  # every recording still opens: with k2 where the batch committed, else with k1 (retired, kept)
+        assert k1 in sealed_to(settings, rec.id)
+
+    rerun = countersign("keys", "rewrap", "--data", str(settings.data_dir), "--batch", "50", "--drop-old")
+    assert f"rewrapped {len(olds) - len(done)} recordings to {k2}" in rerun.stdout, rerun.stdout
+    for rec in olds:
+        assert sealed_to(settings, rec.id) == {k2}
+    for rec in olds[:: len(olds) // 6]:
+        reads_back(client, world, rec)
 
 
 def test_a_copy_of_the_destroyed_key_file_opens_nothing(
