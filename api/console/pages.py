@@ -1,10 +1,11 @@
-"""The console's routes under /console: sign-in and sign-out, officers' search, recording, listening, holds.
+"""The console's routes under /console: sign-in and sign-out, officers' search, recording, listening, holds, alerts.
 
 Each page opens its own database session, finds the signed-in user from the cookie (else a
 redirect to the sign-in page), and calls the API's own route functions with that user as the
-principal (list_evidence, show_evidence, create_hold, release_hold, recording_in_scope), so
-scope checks, refusals and audit entries are exactly the API's. Officers only, for now: an admin
-or auditor gets a 403 page (logged) on every officer page, and never a byte of audio.
+principal (list_evidence, show_evidence, create_hold, release_hold, recording_in_scope, list_alerts,
+acknowledge, alert_stream), so scope checks, refusals and audit entries are exactly the API's.
+Officers only, for now: an admin or auditor gets a 403 page (logged) on every officer page, and
+never a byte of audio.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from api.alerts.schemas import AlertAck
 from api.console import accounts, csrf, listen, render, sessions
 from api.console.csrf import CsrfRefused, Form
 from api.console.sessions import ConsoleUser
@@ -30,6 +33,7 @@ from api.core.keys import ZeroKnowledgeRefusal
 from api.core.models import AccessLog, NoticeRow, Recording
 from api.core.services import Services
 from api.retrieval import audio_state, prepare_audio, verify_recording_chain
+from api.routes.alerts import acknowledge, alert_stream, list_alerts
 from api.routes.audit import with_actor_names
 from api.routes.evidence import list_evidence, show_evidence
 from evidence import audio
@@ -44,8 +48,16 @@ from retention.store import active_holds, facts_of
 
 PREFIX = "/console"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-STATIC = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+STATIC = {
+    "console.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+    "alerts.js": "text/javascript; charset=utf-8",
+}
 SEARCH_LIMIT = 100
+ALERT_LIMIT = 100
+# The console's alert stream ends this often (EventSource reconnects): each reconnection checks the
+# session again, so a signed-out or disabled officer stops receiving alerts within a minute.
+STREAM_SECONDS = 60.0
 STATUSES = ("open", "complete", "interrupted", "objected")
 
 
@@ -381,6 +393,44 @@ def release(hold_id: uuid.UUID, request: Request, services: ServicesDep, form: F
     except ValueError:
         back = f"{PREFIX}/search"
     return see_other(back)
+
+
+# --------------------------------------------------------------------------- officers: help alerts
+
+
+@router.get("/alerts")
+def alerts_page(request: Request, services: ServicesDep) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        alerts = list_alerts(principal=user.principal, session=session, state=None, limit=ALERT_LIMIT)
+    return render.page("alerts.html", user=user, alerts=alerts, limit=ALERT_LIMIT)
+
+
+@router.post("/alerts/{alert_id}/ack")
+def ack_alert(alert_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
+    with services.sessions() as session:
+        user = officer(services, request, signed_in(session, request))
+        checked(services, request, user, form)
+        with as_page(user):
+            body = AlertAck(message=form.get("message", "").strip())
+            acknowledge(alert_id, body, user.principal, session, services, request)
+    return see_other(f"{PREFIX}/alerts")
+
+
+def _stream_officer(services: Services, request: Request) -> ConsoleUser:
+    with services.sessions() as session:
+        return officer(services, request, signed_in(session, request))
+
+
+@router.get("/alerts/stream")
+async def alerts_stream(
+    request: Request,
+    services: ServicesDep,
+    timeout: Annotated[float, Query(ge=0, le=STREAM_SECONDS)] = STREAM_SECONDS,
+) -> Response:
+    """The API's own stream (GET /v1/alerts/stream) for the signed-in officer's sites, by cookie."""
+    user = await run_in_threadpool(_stream_officer, services, request)
+    return await alert_stream(user.principal, services, request, timeout)
 
 
 # --------------------------------------------------------------------------- files, and installing it all

@@ -1356,6 +1356,9 @@ OUTSIDE_THE_TABLE = {
             ("POST", "/console/recordings/{recording_id}/holds"),
             ("POST", "/console/holds/{hold_id}/release"),
             ("GET", "/console/static/{name}"),
+            ("GET", "/console/alerts"),
+            ("GET", "/console/alerts/stream"),
+            ("POST", "/console/alerts/{alert_id}/ack"),
         ]
     },
 }

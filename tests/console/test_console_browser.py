@@ -99,14 +99,18 @@ def test_officer_signs_in_listens_and_holds(
         driver.find_element(By.ID, "password").send_keys(PASSWORD)
         driver.find_element(By.ID, "code").send_keys(pyotp.TOTP(logins["officer"].secret).now())
         driver.find_element(By.ID, "sign-in").click()
+        _wait(driver, "return !!document.getElementById('to-search')")  # clicks do not wait for the next page
         driver.find_element(By.ID, "to-search").click()
+        _wait(driver, "return !!document.getElementById('count')")
         assert "1 recording" in driver.find_element(By.ID, "count").text
         driver.find_element(By.CSS_SELECTOR, "a.recording").click()
+        _wait(driver, "return !!document.getElementById('chain')")
         assert driver.current_url == f"{base}/console/recordings/{rid}"
         assert driver.find_element(By.ID, "chain").text.startswith("verified")
 
         driver.find_element(By.ID, "purpose").send_keys("complaint 2026-17: what was said at the counter")
         driver.find_element(By.ID, "listen").click()
+        _wait(driver, "return !!document.getElementById('player')")
         assert driver.current_url == f"{base}/console/recordings/{rid}/player"
         _wait(driver, "return document.getElementById('player').readyState >= 1")
         duration = driver.execute_script("return document.getElementById('player').duration")
@@ -127,10 +131,13 @@ def test_officer_signs_in_listens_and_holds(
         driver.find_element(By.ID, "case-ref").send_keys("CASE-<b>42</b>")
         driver.find_element(By.ID, "hold-reason").send_keys("litigation notice received")
         driver.find_element(By.ID, "place-hold").click()
+        _wait(driver, "return !!document.querySelector('td.case-ref')")
         assert driver.find_element(By.CSS_SELECTOR, "td.case-ref").text == "CASE-<b>42</b>"  # text, not markup
         driver.find_element(By.CSS_SELECTOR, "input.release-reason").send_keys("case closed by the court")
         driver.find_element(By.CSS_SELECTOR, "button.release").click()
+        _wait(driver, "return !!document.getElementById('no-holds')")
         assert driver.find_element(By.ID, "no-holds").text == "Not held."
         driver.find_element(By.ID, "sign-out").click()
+        _wait(driver, "return !!document.getElementById('sign-in')")
         assert driver.current_url == f"{base}/console/sign-in"
         assert console_errors(driver) == []

@@ -3,7 +3,8 @@
 The console's routes authenticate by cookie, not bearer token, so tests/api/test_authorization.py
 lists them in OUTSIDE_THE_TABLE and points here. A route added under /console without a row below
 fails test_every_console_route_is_in_the_table. POSTs carry the caller's valid CSRF token, so the
-cell is the role's answer (the token's own refusals are tests/console/test_csrf.py).
+cell is the role's answer (the token's own refusals are tests/console/test_csrf.py); a GET's fields
+are its query (the alert stream's ?timeout=0 ends it after its first poll).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from sqlalchemy import select
 
 from retention.models import Hold
 from tests.api.test_authorization import OUTSIDE_THE_TABLE, served_routes
-from tests.conftest import World
+from tests.conftest import World, bearer
 from tests.console.support import Login, browser, page_csrf, services_of, signed_in
 from tests.support.retention_support import upload
 
 CALLERS = ("anonymous", "officer", "other_officer", "admin", "auditor")
-RID, HOLD = "{recording_id}", "{hold_id}"
+RID, HOLD, ALERT = "{recording_id}", "{hold_id}", "{alert_id}"
 # (method, path, form fields, answers in CALLERS order). Rows run in this order for each caller:
 # listen before player and audio (the grant), sign-out last (it ends the session).
 TABLE: list[tuple[str, str, dict[str, str], tuple[int, ...]]] = [
@@ -39,6 +40,9 @@ TABLE: list[tuple[str, str, dict[str, str], tuple[int, ...]]] = [
         (303, 303, 404, 403, 403),
     ),
     ("POST", f"/console/holds/{HOLD}/release", {"reason": "case closed by court"}, (303, 303, 404, 403, 403)),
+    ("GET", "/console/alerts", {}, (303, 200, 200, 403, 403)),
+    ("GET", "/console/alerts/stream", {"timeout": "0"}, (303, 200, 200, 403, 403)),
+    ("POST", f"/console/alerts/{ALERT}/ack", {"message": "Sato is coming"}, (303, 303, 404, 403, 403)),
     ("POST", "/console/sign-out", {}, (303, 303, 303, 303, 303)),
 ]
 
@@ -57,6 +61,9 @@ def test_role_by_route(client: TestClient, app: FastAPI, world: World, logins: d
     assert officer.post(f"{path}/holds", data=form).status_code == 303
     with services_of(app).sessions() as session:
         hold_id = session.scalars(select(Hold)).one().id
+    raised = client.post("/v1/alerts", json={"kind": "help"}, headers=world.device.auth)
+    assert raised.status_code == 201, raised.text
+    alert_id = raised.json()["id"]
     browsers = {"anonymous": browser(app), "officer": officer}  # one sign-in each: a TOTP code is spent once
     browsers.update({role: signed_in(app, logins[role]) for role in CALLERS[2:]})
     wrong = []
@@ -64,9 +71,10 @@ def test_role_by_route(client: TestClient, app: FastAPI, world: World, logins: d
         client_ = browsers[caller]
         csrf = page_csrf(client_) if caller != "anonymous" else ""
         for method, template, fields, answers in TABLE:
-            url = template.replace(RID, rid).replace(HOLD, hold_id).replace("{name}", "console.css")
+            url = template.replace(RID, rid).replace(HOLD, hold_id).replace(ALERT, alert_id)
+            url = url.replace("{name}", "console.css")
             if method == "GET":
-                status = client_.get(url).status_code
+                status = client_.get(url, params=fields).status_code
             else:
                 data = {**fields, "csrf": csrf} if template != "/console/sign-in" else fields
                 status = client_.post(url, data=data).status_code
@@ -74,3 +82,5 @@ def test_role_by_route(client: TestClient, app: FastAPI, world: World, logins: d
                 wrong.append(f"{caller} {method} {template}: {status}, expected {answers[column]}")
     assert wrong == []
     assert "RIFF" not in browsers["admin"].get(f"{path}/audio").text
+    shown = client.get(f"/v1/alerts/{alert_id}", headers=bearer(world.officer)).json()
+    assert shown["state"] == "acknowledged" and shown["acknowledged_by"] == "olivia"  # the officer's, once
