@@ -383,7 +383,7 @@ Index("ix_alerts_escalation_due", Alert.state, Alert.escalate_at)
 Index("ix_alerts_site_created", Alert.site_id, Alert.created_at.desc())
 
 
-# --- notice audio (Countersign issue 12): the spoken reading of one notice version in one language.
+# --- notice audio: the spoken reading of one notice version in one language.
 # The bytes live here, not in the blob store: a reading is ~100-500 KB (at most
 # api.notice_audio.MAX_BYTES), it is not evidence, and a row written in the same transaction as its
 # audit entry can never be half-provisioned. Devices fetch it with the notices (recorder.notice_audio).
