@@ -73,6 +73,8 @@ bench: install-dev ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.audit_proof
 	$(BIN)/python -m bench.export
 	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.alerts
+	$(BIN)/python -m bench.kiosk
 
 soak: install-dev ## Soak: 500 devices recording for 10 minutes against one service (~13 min; figures, not a test)
 	$(BIN)/python -m bench.soak
