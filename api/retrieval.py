@@ -138,16 +138,7 @@ def open_segments(
     rid = uuid.UUID(recording.id)
     opened = []
     for row in rows:
-        try:
-            envelope = store.get(row.object_key)
-        except ObjectMissing as exc:
-            raise IntegrityError(f"segment {row.index} is missing from the store") from exc
-        if hashlib.sha256(envelope).digest() != row.ciphertext_sha256:
-            raise IntegrityError(f"segment {row.index} in the store is not the one the device signed")
-        plaintext = open_segment(data_key, rid, row.index, row.final, envelope)
-        if hashlib.sha256(plaintext).digest() != row.plaintext_sha256:
-            raise IntegrityError(f"segment {row.index} decrypts to audio the device did not sign")
-        opened.append((row, plaintext))
+        opened.append((row, _open(data_key, rid, row, fetch_envelope(store, row))))
     return opened
 
 
@@ -213,7 +204,8 @@ class _Part:
     frames: int
 
 
-def _fetch(store: BlobStore, part: _Part | Segment) -> bytes:
+def fetch_envelope(store: BlobStore, part: _Part | Segment) -> bytes:
+    """The stored envelope, checked against the ciphertext hash the device signed."""
     try:
         envelope = store.get(part.object_key)
     except ObjectMissing as exc:
@@ -278,7 +270,7 @@ class VerifiedAudio:
             if part.index == 0:
                 pcm, self._first = self._first, self._first[:0]  # release it once used
             else:
-                plaintext = _open(self._data_key, self._rid, part, _fetch(self._store, part))
+                plaintext = _open(self._data_key, self._rid, part, fetch_envelope(self._store, part))
                 pcm = _decoded(self.rate, self.channels, part, plaintext)
             if len(pcm) != part.frames:
                 raise IntegrityError(
@@ -371,7 +363,7 @@ def prepare_audio(
             if info is None or info.frames == 0:
                 # Not a FLAC stream that states its length (no device makes one): count it the
                 # slow way, from its verified plaintext. It is opened again when streamed.
-                pcm = _decoded(rate, None, row, _open(data_key, rid, row, _fetch(store, row)))
+                pcm = _decoded(rate, None, row, _open(data_key, rid, row, fetch_envelope(store, row)))
                 frames = len(pcm)
                 channels.add(pcm.shape[1])
             else:

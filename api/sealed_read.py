@@ -12,7 +12,6 @@ a service-held key's sealed blob is of no use to a client and stays here.
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +20,9 @@ from sqlalchemy.orm import Session
 
 from api.core.keys import OFFLINE
 from api.core.models import Device, EvidenceKey, Recording
-from api.core.storage import BlobStore, ObjectMissing
-from api.retrieval import no_audio, verify_recording_chain
+from api.core.storage import BlobStore
+from api.retrieval import fetch_envelope, no_audio, verify_recording_chain
 from evidence import sealed
-from evidence.errors import IntegrityError
 
 
 class NotSealedOffline(Exception):
@@ -57,12 +55,7 @@ def gather_sealed(session: Session, store: BlobStore, recording: Recording, stat
     assert device is not None and device.public_key is not None  # verify_recording_chain checked both
     segments = []
     for row in rows:
-        try:
-            envelope = store.get(row.object_key)
-        except ObjectMissing as exc:
-            raise IntegrityError(f"segment {row.index} is missing from the store") from exc
-        if hashlib.sha256(envelope).digest() != row.ciphertext_sha256:
-            raise IntegrityError(f"segment {row.index} in the store is not the one the device signed")
+        envelope = fetch_envelope(store, row)
         segments.append(
             {
                 "index": row.index,
