@@ -28,7 +28,7 @@ from evidence.audit_actions import Action
 from tests.conftest import World, bearer, free_port
 from tests.console.support import PASSWORD, Login, page_csrf, services_of, signed_in
 from tests.support.backends import POSTGRES_S3
-from tests.support.browser import chromium, console_errors
+from tests.support.browser import chromium, console_errors, wait_for_script
 from tests.support.factories import SimDevice
 
 SCRIPT = "<script>alert('x')</script>"
@@ -184,13 +184,7 @@ def served(app: FastAPI, client: TestClient) -> Iterator[str]:
 
 
 def _wait(driver: Any, script: str, timeout: float = 5.0) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {script}")
+    return wait_for_script(driver, script, timeout)
 
 
 def _row(alert_id: str) -> str:

@@ -28,7 +28,7 @@ from evidence.audit_actions import Action
 from tests.conftest import World, free_port
 from tests.console.support import PASSWORD, Login, services_of
 from tests.support.backends import POSTGRES_S3
-from tests.support.browser import chromium, console_errors
+from tests.support.browser import chromium, console_errors, wait_for_script
 from tests.support.retention_support import upload
 
 pytestmark = [
@@ -75,16 +75,6 @@ def served(app: FastAPI, client: TestClient) -> Iterator[tuple[str, AudioRequest
         thread.join(10)
 
 
-def _wait(driver: Any, script: str, timeout: float = 15.0) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {script}")
-
-
 def test_officer_signs_in_listens_and_holds(
     app: FastAPI, client: TestClient, world: World, logins: dict[str, Login], served: tuple[str, AudioRequests]
 ) -> None:
@@ -99,24 +89,24 @@ def test_officer_signs_in_listens_and_holds(
         driver.find_element(By.ID, "password").send_keys(PASSWORD)
         driver.find_element(By.ID, "code").send_keys(pyotp.TOTP(logins["officer"].secret).now())
         driver.find_element(By.ID, "sign-in").click()
-        _wait(driver, "return !!document.getElementById('to-search')")  # clicks do not wait for the next page
+        wait_for_script(driver, "return !!document.getElementById('to-search')")  # clicks do not wait for the next page
         driver.find_element(By.ID, "to-search").click()
-        _wait(driver, "return !!document.getElementById('count')")
+        wait_for_script(driver, "return !!document.getElementById('count')")
         assert "1 recording" in driver.find_element(By.ID, "count").text
         driver.find_element(By.CSS_SELECTOR, "a.recording").click()
-        _wait(driver, "return !!document.getElementById('chain')")
+        wait_for_script(driver, "return !!document.getElementById('chain')")
         assert driver.current_url == f"{base}/console/recordings/{rid}"
         assert driver.find_element(By.ID, "chain").text.startswith("verified")
 
         driver.find_element(By.ID, "purpose").send_keys("complaint 2026-17: what was said at the counter")
         driver.find_element(By.ID, "listen").click()
-        _wait(driver, "return !!document.getElementById('player')")
+        wait_for_script(driver, "return !!document.getElementById('player')")
         assert driver.current_url == f"{base}/console/recordings/{rid}/player"
-        _wait(driver, "return document.getElementById('player').readyState >= 1")
+        wait_for_script(driver, "return document.getElementById('player').readyState >= 1")
         duration = driver.execute_script("return document.getElementById('player').duration")
         assert 1.9 < duration < 2.1
         driver.execute_script("var a = document.getElementById('player'); a.currentTime = 1.0; a.play();")
-        assert _wait(driver, "return document.getElementById('player').ended") is True
+        assert wait_for_script(driver, "return document.getElementById('player').ended") is True
 
         with services_of(app).sessions() as session:
             (read,) = session.scalars(select(AccessLog).where(AccessLog.action == Action.EVIDENCE_READ)).all()
@@ -131,13 +121,13 @@ def test_officer_signs_in_listens_and_holds(
         driver.find_element(By.ID, "case-ref").send_keys("CASE-<b>42</b>")
         driver.find_element(By.ID, "hold-reason").send_keys("litigation notice received")
         driver.find_element(By.ID, "place-hold").click()
-        _wait(driver, "return !!document.querySelector('td.case-ref')")
+        wait_for_script(driver, "return !!document.querySelector('td.case-ref')")
         assert driver.find_element(By.CSS_SELECTOR, "td.case-ref").text == "CASE-<b>42</b>"  # text, not markup
         driver.find_element(By.CSS_SELECTOR, "input.release-reason").send_keys("case closed by the court")
         driver.find_element(By.CSS_SELECTOR, "button.release").click()
-        _wait(driver, "return !!document.getElementById('no-holds')")
+        wait_for_script(driver, "return !!document.getElementById('no-holds')")
         assert driver.find_element(By.ID, "no-holds").text == "Not held."
         driver.find_element(By.ID, "sign-out").click()
-        _wait(driver, "return !!document.getElementById('sign-in')")
+        wait_for_script(driver, "return !!document.getElementById('sign-in')")
         assert driver.current_url == f"{base}/console/sign-in"
         assert console_errors(driver) == []

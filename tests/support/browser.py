@@ -8,6 +8,7 @@ shows it: the asset fails to load and the console says so.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -46,3 +47,14 @@ def chromium(*, offline: bool = True, language: str = "en-US", extra_args: tuple
 def console_errors(driver: Any) -> list[str]:
     """The page's console errors so far (failed loads, CSP violations, uncaught exceptions)."""
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def wait_for_script(driver: Any, script: str, timeout: float = 15.0) -> Any:
+    """Poll `script` in the page until it returns something truthy (a click does not wait for the next page)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script}")
