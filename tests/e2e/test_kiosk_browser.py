@@ -167,17 +167,17 @@ def test_whole_flow_in_japanese_with_real_audio(
         browser.get(agent.url)
         assert browser.execute_script("return document.documentElement.lang") == "ja"  # Japanese by default
         start = by_id(browser, "start")
-        assert start.text == "告知を表示して開始"
+        until(lambda: start.text == "告知を表示して開始", 10, lambda: repr(start.text))  # the script fills it in
         until(start.is_enabled, 20, lambda: str(agent.state()["checks"]))
         checks = {li.get_attribute("data-check"): li for li in browser.find_elements("css selector", "#checks li")}
         assert set(checks) == {"microphone", "speaker", "server", "key", "spool"}
-        assert checks["microphone"].text == "マイク: 音を受信しています"
+        until(lambda: checks["microphone"].text == "マイク: 音を受信しています", 10, lambda: checks["microphone"].text)
         start.click()
         until(lambda: visible(browser, "notice"), 10)
-        assert "録音" in by_id(browser, "notice-text").text  # the customer's notice, in Japanese
+        until(lambda: "録音" in by_id(browser, "notice-text").text, 5)  # the customer's notice, in Japanese
         by_id(browser, "given").click()
         until(lambda: visible(browser, "recording"), 10)
-        assert "録音中" in by_id(browser, "rec").text
+        until(lambda: "録音中" in by_id(browser, "rec").text, 5)
         play_into_sink_and_wait(pulse, speech)
         assert by_id(browser, "elapsed").text != "0:00"
 
@@ -228,7 +228,7 @@ def test_whole_flow_in_japanese_with_real_audio(
         until(lambda: "送信済み" in by_id(browser, "upload").text, 5)
         by_id(browser, "stop").click()
         until(lambda: visible(browser, "last"), 15)
-        assert "録音を終了しました" in by_id(browser, "last").text
+        until(lambda: "録音を終了しました" in by_id(browser, "last").text, 5)
         listed = until(lambda: [e for e in evidence(deployment) if e["status"] == "complete"], 30)
     (recording,) = listed
     assert recording["consent"]["language"] == "ja" and recording["consent"]["outcome"] == "given"
@@ -285,19 +285,19 @@ def test_objection_in_english_with_the_keyboard_only(browser: Any, deployment: D
         press(Keys.ENTER)
         until(lambda: by_id(browser, "start").text == "Show notice and start", 5)
         assert browser.execute_script("return document.documentElement.lang") == "en"
-        assert "Microphone: hearing sound" in by_id(browser, "checks").text
+        until(lambda: "Microphone: hearing sound" in by_id(browser, "checks").text, 5)
         press(Keys.TAB)
         assert focused() == "start"
         press(Keys.ENTER)
         until(lambda: visible(browser, "notice"), 10)
-        assert by_id(browser, "notice-title").text == "About recording this conversation"
+        until(lambda: by_id(browser, "notice-title").text == "About recording this conversation", 5)
         until(lambda: by_id(browser, "notice-spoken").text == "The notice was read aloud", 10)
         until(lambda: focused() == "given", 5)  # the notice's main action has the focus
         press(Keys.TAB)
         assert focused() == "objects" and by_id(browser, "objects").text == "Customer objects"
         press(Keys.ENTER)
         until(lambda: visible(browser, "last"), 10)
-        assert "The objection was logged" in by_id(browser, "last").text
+        until(lambda: "The objection was logged" in by_id(browser, "last").text, 5)
         listed = until(lambda: evidence(deployment), 15)  # sent by the agent's own sync loop
     (record,) = listed
     assert record["consent_outcome"] == "objected" and record["audio"] == "objection"
@@ -315,7 +315,7 @@ def test_a_missing_microphone_keeps_start_disabled(browser: Any, deployment: Dep
         mic = browser.find_element("css selector", '#checks li[data-check="microphone"]')
         assert mic.get_attribute("data-state") == "fail"
         by_id(browser, "lang-toggle").click()
-        assert "The microphone cannot be used" in by_id(browser, "why").text
+        until(lambda: "The microphone cannot be used" in by_id(browser, "why").text, 5)
         # Even a forged click (the page's own script, so the same origin) is refused by the agent.
         refused = browser.execute_script(
             "const r = await fetch('/api/start', {method: 'POST', headers: {'Content-Type': 'application/json'},"
@@ -338,11 +338,11 @@ def test_server_down_mid_recording_uploads_by_itself(browser: Any, deployment: D
         until(lambda: agent.state()["recording"]["sent"] >= 1, 10)
         deployment.server.stop()
         until(lambda: visible(browser, "offline"), 20)
-        assert "オフライン" in by_id(browser, "offline").text
+        until(lambda: "オフライン" in by_id(browser, "offline").text, 5)
         time.sleep(2)  # a few more segments spool while the server is away
         by_id(browser, "stop").click()
         until(lambda: visible(browser, "last"), 30)
-        assert "自動で送信" in by_id(browser, "last").text
+        until(lambda: "自動で送信" in by_id(browser, "last").text, 5)
         status = countersign("recorder", "status", "--home", str(deployment.home)).stdout
         assert "spool: 1 recordings" in status and "unsent 0" not in status, status  # what waits is shown
         deployment.server.start()
