@@ -19,10 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.core.keys import OFFLINE
-from api.core.models import Device, EvidenceKey, Recording
+from api.core.models import Device, EvidenceKey, Recording, Segment
 from api.core.storage import BlobStore
 from api.retrieval import fetch_envelope, no_audio, verify_recording_chain
 from evidence import sealed
+from evidence.envelope import plaintext_length
 
 
 class NotSealedOffline(Exception):
@@ -34,6 +35,7 @@ class SealedEvidence:
     document: dict[str, Any]  # evidence.sealed's document (JSON-ready)
     segments: int
     offline_keys: list[str]
+    plaintext_sizes: list[int]  # each segment's FLAC length, known from its envelope's (a bundle lists them)
 
 
 def gather_sealed(session: Session, store: BlobStore, recording: Recording, status: str) -> SealedEvidence:
@@ -44,6 +46,14 @@ def gather_sealed(session: Session, store: BlobStore, recording: Recording, stat
     rows = verify_recording_chain(session, recording)  # signatures, links, anchors, the log's upload record
     if not rows:
         raise no_audio(recording, status)
+    return sealed_document(session, store, recording, rows, status)
+
+
+def sealed_document(
+    session: Session, store: BlobStore, recording: Recording, rows: list[Segment], status: str
+) -> SealedEvidence:
+    """The sealed document of a recording whose chain `rows` verify_recording_chain returned:
+    each envelope checked against its signed hash as it is read."""
     offline = set(session.scalars(select(EvidenceKey.key_id).where(EvidenceKey.custody == OFFLINE)))
     keys = {k.key_id: k.sealed for k in recording.sealed_keys if k.key_id in offline}
     if not keys:
@@ -54,8 +64,10 @@ def gather_sealed(session: Session, store: BlobStore, recording: Recording, stat
     device = session.get(Device, recording.device_id)
     assert device is not None and device.public_key is not None  # verify_recording_chain checked both
     segments = []
+    sizes = []
     for row in rows:
         envelope = fetch_envelope(store, row)
+        sizes.append(plaintext_length(len(envelope)))
         segments.append(
             {
                 "index": row.index,
@@ -81,4 +93,4 @@ def gather_sealed(session: Session, store: BlobStore, recording: Recording, stat
         "sealed_keys": {kid: blob.hex() for kid, blob in sorted(keys.items())},
         "segments": segments,
     }
-    return SealedEvidence(document, len(segments), sorted(keys))
+    return SealedEvidence(document, len(segments), sorted(keys), sizes)

@@ -6,6 +6,12 @@ passphrase never leaves this machine), or, with --unencrypted, a one-time key
 made here so the bundle can be decrypted and written in the clear. Either way
 the file is written beside the output and renamed only when it arrived whole
 and opened (docs/evidence-bundle.md).
+
+With --key (a zero-knowledge service, which cannot decrypt), the service sends
+the signed bundle without its audio and the recording as stored; this command
+decrypts the audio with the organisation's offline key, checks the finished
+bundle as its recipient will (evidence.bundle.completion) and encrypts it here,
+to the same recipient key it named in the logged request.
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from nacl.public import PrivateKey
 
 from client.admin import DEFAULT_SERVER, Server, Token
 from client.download import fetch_to, move_into_place, part_file, refuse_existing, usage_error
+from client.errors import fail
 from client.http import ApiClient
 from client.ids import resolve_recording
 from client.output import echo
-from evidence.bundle.crypto import new_kdf, open_outer, passphrase_key
-from evidence.errors import EvidenceError
+from client.sealed_read import offline_key
+from evidence.bundle import completion
+from evidence.bundle.archive import inner_zip
+from evidence.bundle.crypto import new_kdf, open_outer, passphrase_key, write_outer
+from evidence.errors import CountersignError, EvidenceError
+from evidence.recovery import OfflineKey
 
 PASSPHRASE_ENV = "COUNTERSIGN_BUNDLE_PASSPHRASE"
 MIN_PASSPHRASE = 12
@@ -86,6 +97,17 @@ def export(
         bool, typer.Option("--unencrypted", help="Write the bundle unencrypted (it holds plaintext audio).")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")] = False,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Zero-knowledge mode: the organisation's offline key file (recovery-ID.key); the audio is "
+            "decrypted and the bundle finished and encrypted on this machine.",
+        ),
+    ] = None,
+    key_passphrase_file: Annotated[
+        Path | None, typer.Option(help="With --key: file whose first line is its passphrase (else it is asked for).")
+    ] = None,
     server: Server = DEFAULT_SERVER,
     token: Token = None,
 ) -> None:
@@ -98,13 +120,19 @@ def export(
     if len(chosen) > 1:
         raise usage_error(f"choose one of {', '.join(chosen)}")
     refuse_existing(output, force)
+    if key_passphrase_file is not None and key is None:
+        raise usage_error("--key-passphrase-file goes with --key")
+    # The offline key first: a mistyped passphrase must not cost a logged export.
+    offline = offline_key(key, key_passphrase_file) if key is not None else None
     kdf: dict[str, Any] | None = None
     one_time: PrivateKey | None = None
     if recipient_key is not None:
         public = _recipient_key(recipient_key)
-    elif unencrypted:
+    elif unencrypted and offline is None:
         one_time = PrivateKey.generate()
         public = bytes(one_time.public_key)
+    elif unencrypted:  # finished here, so written as it is; the logged key is one nobody holds
+        public = bytes(PrivateKey.generate().public_key)
     else:
         kdf = new_kdf()
         public = bytes(passphrase_key(_passphrase(passphrase_file), kdf).public_key)
@@ -117,6 +145,9 @@ def export(
     }
     client = ApiClient(server, token)
     recording_id = resolve_recording(client, recording_id)  # a short id: resolved within your sites
+    if offline is not None:
+        _export_finished_here(client, recording_id, body, offline, output, force, None if unencrypted else public, kdf)
+        return
     with part_file(output) as part:
         size, headers = fetch_to(client, part, "POST", f"/v1/evidence/{recording_id}/export", json=body)
         if one_time is not None:
@@ -138,4 +169,42 @@ def export(
         protection = "encrypted to the passphrase" if kdf else "encrypted to the recipient's key"
     echo(f"wrote {output} ({size} bytes, {protection}; access log entry {headers.get('x-countersign-access-log')})")
     echo(f"bundle SHA256SUMS digest {headers.get('x-countersign-bundle-sha256sums')} (in the audit log)")
+    echo(f"the recipient checks it with: python verify.py {output.name}")
+
+
+def _export_finished_here(
+    client: ApiClient,
+    recording_id: str,
+    body: dict[str, Any],
+    key: OfflineKey,
+    output: Path,
+    force: bool,
+    recipient: bytes | None,
+    kdf: dict[str, Any] | None,
+) -> None:
+    """The zero-knowledge export: fetch, decrypt, verify, zip, encrypt to `recipient` (None: unencrypted)."""
+    with part_file(output) as part:
+        document = client.json("POST", f"/v1/evidence/{recording_id}/export/sealed", json=body)
+        try:
+            inner = inner_zip(completion.finish(document, key))
+        except CountersignError as exc:
+            raise fail(exc) from exc
+        with part.open("wb") as f:
+            if recipient is None:
+                f.write(inner)
+            else:
+                write_outer(f, [inner], recipient, kdf)
+            f.flush()
+            os.fsync(f.fileno())
+        size = part.stat().st_size
+        move_into_place(part, output, force)
+    if recipient is None:
+        protection = "unencrypted: it holds plaintext audio"
+    else:
+        protection = "encrypted to the passphrase" if kdf else "encrypted to the recipient's key"
+    echo(
+        f"wrote {output} ({size} bytes, {protection}; finished on this machine with offline key {key.key_id}; "
+        f"access log entry {document.get('access_log')})"
+    )
+    echo(f"bundle SHA256SUMS digest {document.get('sha256sums')} (in the audit log)")
     echo(f"the recipient checks it with: python verify.py {output.name}")

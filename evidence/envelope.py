@@ -62,6 +62,12 @@ def open_segment(key: bytes, recording_id: uuid.UUID, index: int, final: bool, e
         raise IntegrityError(f"segment {index} does not decrypt") from exc
 
 
+def plaintext_length(envelope_length: int) -> int:
+    """The length of what an envelope of this many bytes decrypts to (no key needed: the AEAD adds a
+    fixed header and tag), so a service that cannot decrypt can still state a segment's size."""
+    return envelope_length - HEADER_BYTES - TAG_BYTES
+
+
 def check_envelope(envelope: bytes) -> None:
     """Reject what cannot be an envelope of this version (cheap, no key needed)."""
     if len(envelope) < HEADER_BYTES + TAG_BYTES:

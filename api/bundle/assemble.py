@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import nacl.signing
 
+from evidence.bundle.archive import inner_zip
 from evidence.bundle.crypto import shipped_text
 from evidence.chain import SegmentStatement, canonical_json, header_bytes
 
 BUNDLE_FORMAT = "countersign-evidence-bundle/v1"
 ENROLMENT_TYPE = "countersign/device-enrolment/v1"
 SUMS = "SHA256SUMS"
-_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+__all__ = ["inner_zip"]  # re-exported: the layout the service and the officer's client share
 _ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")  # RFC 8410: SubjectPublicKeyInfo, id-Ed25519
 
 
@@ -34,7 +33,18 @@ _ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")  # RFC 8410: Su
 class SegmentEvidence:
     statement: SegmentStatement
     signature: bytes
-    flac: bytes  # the plaintext the device hashed, decrypted
+    # The plaintext the device hashed, decrypted; None when the officer's client adds it (zero-knowledge
+    # mode: the service cannot decrypt), and then flac_size is its length, known from the envelope's.
+    flac: bytes | None
+    flac_size: int = 0
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A member SHA256SUMS lists that is not in the members yet: the officer's client adds it."""
+
+    sha256: bytes
+    size: int
 
 
 @dataclass(frozen=True)
@@ -118,22 +128,34 @@ def segment_name(index: int, suffix: str) -> str:
     return f"segments/{index:06d}.{suffix}"
 
 
-def sha256sums(members: Mapping[str, bytes]) -> bytes:
-    lines = [f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(members.items())]
-    return "".join(lines).encode()
+def sha256sums(members: Mapping[str, bytes], added: Mapping[str, Listed] | None = None) -> bytes:
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}
+    digests |= {name: listed.sha256.hex() for name, listed in (added or {}).items()}
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(digests.items())).encode()
+
+
+def to_be_added(inputs: BundleInputs) -> dict[str, Listed]:
+    """The segment FLACs the service could not decrypt, by the plaintext hash their device signed."""
+    return {
+        segment_name(s.statement.index, "flac"): Listed(s.statement.plaintext_sha256, s.flac_size)
+        for s in inputs.segments
+        if s.flac is None
+    }
 
 
 def assemble(
     inputs: BundleInputs,
     signer: nacl.signing.SigningKey,
     *,
-    report: Callable[[Mapping[str, bytes]], bytes] | None = None,
+    report: Callable[[Mapping[str, bytes], Mapping[str, Listed]], bytes] | None = None,
     timestamp: Callable[[bytes], bytes] | None = None,
 ) -> dict[str, bytes]:
     """The inner bundle's members, path -> bytes, signed.
 
-    `report` renders the PDF from the members (api.bundle.report.render_report);
-    `timestamp` asks a time-stamping authority for a token over SHA-256(SHA256SUMS).
+    `report` renders the PDF from the members and the ones still to be added
+    (api.bundle.report.render_report); `timestamp` asks a time-stamping authority
+    for a token over SHA-256(SHA256SUMS). Segments without their FLAC (zero-knowledge
+    mode) are listed in SHA256SUMS by their signed hash and left out of the result.
     """
     service_key = bytes(signer.verify_key)
     m: dict[str, bytes] = {
@@ -152,7 +174,8 @@ def assemble(
     m["device/enrolment.sig"] = bytes(signer.sign(enrolment).signature)
     for segment in inputs.segments:
         index = segment.statement.index
-        m[segment_name(index, "flac")] = segment.flac
+        if segment.flac is not None:
+            m[segment_name(index, "flac")] = segment.flac
         m[segment_name(index, "statement")] = segment.statement.to_bytes()
         m[segment_name(index, "sig")] = segment.signature
     if inputs.joined_flac is not None:
@@ -185,24 +208,12 @@ def assemble(
             },
         }
     )
+    added = to_be_added(inputs)
     if report is not None:
-        m["report/custody-report.pdf"] = report(m)
-    sums = sha256sums(m)
+        m["report/custody-report.pdf"] = report(m, added)
+    sums = sha256sums(m, added)
     m[SUMS] = sums
     m[f"{SUMS}.sig"] = bytes(signer.sign(sums).signature)
     if timestamp is not None:
         m[f"{SUMS}.tsr"] = timestamp(hashlib.sha256(sums).digest())
     return m
-
-
-def inner_zip(members: Mapping[str, bytes]) -> bytes:
-    """The members as one zip, in path order, with fixed times: same members, same bytes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name in sorted(members):
-            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
-            # FLAC is already compressed; deflating it again costs time for nothing.
-            info.compress_type = zipfile.ZIP_STORED if name.endswith(".flac") else zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, members[name])
-    return buffer.getvalue()

@@ -25,6 +25,7 @@ from api.bundle.assemble import (
     BundleInputs,
     CustodyEntry,
     Enrolment,
+    Listed,
     SegmentEvidence,
     TreeHead,
     assemble,
@@ -32,9 +33,10 @@ from api.bundle.assemble import (
 )
 from api.core.audit import entry_fields
 from api.core.audit_tree import inclusion_proof, latest_tree_head
-from api.core.models import AccessLog, Device, NoticeRow, Recording, Site, User, iso
+from api.core.models import AccessLog, Device, NoticeRow, Recording, Segment, Site, User, iso
 from api.core.services import Services
-from api.retrieval import joined_audio, open_segments
+from api.retrieval import joined_audio, open_segments, verify_recording_chain
+from api.sealed_read import SealedEvidence, sealed_document
 from consent.catalogue import text_sha256
 from evidence.audit_log import timestamp as log_time
 from evidence.bundle.crypto import write_outer
@@ -44,6 +46,8 @@ from retention.decide import covering_holds
 from retention.lifecycle import shown_status
 from retention.models import Hold
 from retention.store import active_holds, facts_of
+
+Report = Callable[[Mapping[str, bytes], Mapping[str, Listed]], bytes]  # api.bundle.report.render_report
 
 
 @dataclass(frozen=True)
@@ -109,13 +113,63 @@ def _partial_reason(recording: Recording, segments: int, final: bool) -> str | N
     )
 
 
+def _statement(recording: Recording, row: Segment) -> SegmentStatement:
+    return SegmentStatement(
+        recording_id=uuid.UUID(recording.id),
+        index=row.index,
+        final=row.final,
+        ciphertext_sha256=row.ciphertext_sha256,
+        plaintext_sha256=row.plaintext_sha256,
+        prev_hash=row.prev_hash,
+    )
+
+
 def gather(
     session: Session, services: Services, recording: Recording, actor: str, request: ExportRequest, export_seq: int
 ) -> BundleInputs:
     """Everything the bundle holds, verified; IntegrityError at the first thing that does not hold."""
     opened = open_segments(session, services.store, services.keys, recording)  # verifies chain and anchors
+    segments = [SegmentEvidence(_statement(recording, row), row.signature, plaintext) for row, plaintext in opened]
+    joined = joined_audio(recording, opened, "flac")[0] if opened else None
+    return _inputs(session, services, recording, actor, request, export_seq, segments, joined)
+
+
+def gather_for_client(
+    session: Session,
+    services: Services,
+    recording: Recording,
+    actor: str,
+    request: ExportRequest,
+    export_seq: int,
+    status: str,
+) -> tuple[BundleInputs, SealedEvidence | None]:
+    """A bundle the officer's client completes (zero-knowledge mode): everything but the segment FLACs,
+    which SHA256SUMS lists by the plaintext hashes their device signed, and the sealed document the
+    client decrypts them from (None for a recording without audio). Every check that needs no
+    plaintext is done here; the client does the rest (evidence.bundle.completion). No joined file:
+    the service cannot make it and SHA256SUMS, which it signs, could not list it."""
+    rows = verify_recording_chain(session, recording)  # signatures, links, anchors, the log's upload record
+    document = sealed_document(session, services.store, recording, rows, status) if rows else None
+    sizes = document.plaintext_sizes if document is not None else []
+    segments = [
+        SegmentEvidence(_statement(recording, row), row.signature, None, flac_size=size)
+        for row, size in zip(rows, sizes, strict=True)
+    ]
+    return _inputs(session, services, recording, actor, request, export_seq, segments, None), document
+
+
+def _inputs(
+    session: Session,
+    services: Services,
+    recording: Recording,
+    actor: str,
+    request: ExportRequest,
+    export_seq: int,
+    segments: list[SegmentEvidence],
+    joined_flac: bytes | None,
+) -> BundleInputs:
     device = session.get(Device, recording.device_id)
-    assert device is not None  # open_segments checked the device and its enrolment
+    assert device is not None  # verify_recording_chain checked the device and its enrolment
     enrolled = enrolment_of(session, recording.device_id)
     head = latest_tree_head(session)
     target = f"recording:{recording.id}"
@@ -127,7 +181,7 @@ def gather(
     if enrolled.entry.seq <= head.size:
         rows.insert(0, enrolled.entry)
     custody = [CustodyEntry(entry_fields(row), inclusion_proof(session, row.seq, head.size)) for row in rows]
-    final = bool(opened) and opened[-1][0].final
+    final = bool(segments) and segments[-1].statement.final
     user = session.get(User, actor.removeprefix("user:"))
     return BundleInputs(
         recording_id=recording.id,
@@ -142,22 +196,8 @@ def gather(
             enrolled_at=log_time(enrolled.entry.at),
             audit_seq=enrolled.entry.seq,
         ),
-        segments=[
-            SegmentEvidence(
-                SegmentStatement(
-                    recording_id=uuid.UUID(recording.id),
-                    index=row.index,
-                    final=row.final,
-                    ciphertext_sha256=row.ciphertext_sha256,
-                    plaintext_sha256=row.plaintext_sha256,
-                    prev_hash=row.prev_hash,
-                ),
-                row.signature,
-                plaintext,
-            )
-            for row, plaintext in opened
-        ],
-        joined_flac=joined_audio(recording, opened, "flac")[0] if opened else None,
+        segments=segments,
+        joined_flac=joined_flac,
         status=_status(session, services, recording, device),
         export={
             "exported_at": log_time(head.at),
@@ -172,7 +212,7 @@ def gather(
         custody=custody,
         actors=_actors(session, {row.actor for row in rows}),
         complete=final or recording.header.get("consent", {}).get("outcome") != "given",
-        partial_reason=_partial_reason(recording, len(opened), final),
+        partial_reason=_partial_reason(recording, len(segments), final),
         published_at=services.settings.service_key_published_at,
     )
 
@@ -182,7 +222,7 @@ def build(
     services: Services,
     request: ExportRequest,
     *,
-    report: Callable[[Mapping[str, bytes]], bytes] | None,
+    report: Report | None,
     timestamp: Callable[[bytes], bytes] | None,
 ) -> Exported:
     """Assemble and encrypt; the outer zip goes to an unlinked temporary file (ciphertext only)."""
@@ -201,3 +241,14 @@ def build(
         out.close()
         raise
     return Exported(out, size, sums, inputs.complete)
+
+
+def members_for_client(
+    inputs: BundleInputs, services: Services, *, report: Report | None, timestamp: Callable[[bytes], bytes] | None
+) -> tuple[dict[str, bytes], str]:
+    """The signed inner bundle without its segment FLACs (gather_for_client), and the SHA-256 of its
+    SHA256SUMS. It holds no audio, so it leaves unencrypted; the client encrypts the finished bundle."""
+    signer = services.keys.signing_key
+    assert signer is not None
+    members = assemble(inputs, signer, report=report, timestamp=timestamp)
+    return members, hashlib.sha256(members["SHA256SUMS"]).hexdigest()

@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
+from api.bundle.assemble import Listed
 from evidence.text import neutral, printable
 
 FONT_ENV = "COUNTERSIGN_REPORT_FONT"
@@ -645,22 +646,22 @@ def _custody_rows(entries: Sequence[Mapping[str, Any]], actors: Mapping[str, Any
     return rows
 
 
-def _file_rows(files: Sequence[tuple[str, bytes]]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+def _file_rows(files: Sequence[tuple[str, int, str]]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
     """The files table (each file a person checks by hand, then a summary row per group of many small files)
-    and the segment audio table (index, bytes, SHA-256 of each segment's FLAC)."""
+    and the segment audio table (index, bytes, SHA-256 of each segment's FLAC). `files`: (path, size, SHA-256)."""
     listed: list[list[str]] = []
-    grouped: dict[str, list[tuple[str, bytes]]] = {}
-    flac: list[tuple[int, str, bytes]] = []
-    for path, data in files:
+    grouped: dict[str, list[tuple[str, int]]] = {}
+    flac: list[tuple[int, int, str]] = []
+    for path, size, digest in files:
         segment = _SEGMENT_FILE.fullmatch(path)
         if segment and segment.group(2) == "flac":
-            flac.append((int(segment.group(1)), path, data))
+            flac.append((int(segment.group(1)), size, digest))
         if segment:
-            grouped.setdefault(f"segments/*.{segment.group(2)}", []).append((path, data))
+            grouped.setdefault(f"segments/*.{segment.group(2)}", []).append((path, size))
         elif _ENTRY_FILE.fullmatch(path):
-            grouped.setdefault("custody/entries/*.json", []).append((path, data))
+            grouped.setdefault("custody/entries/*.json", []).append((path, size))
         else:
-            listed.append([_text(path, 200), f"{len(data):,}", hashlib.sha256(data).hexdigest()])
+            listed.append([_text(path, 200), f"{size:,}", digest])
     groups = []
     for pattern, members in sorted(grouped.items()):
         where = (
@@ -673,16 +674,22 @@ def _file_rows(files: Sequence[tuple[str, bytes]]) -> tuple[list[list[str]], lis
         groups.append(
             [
                 _text(pattern),
-                f"{sum(len(data) for _, data in members):,}",
+                f"{sum(size for _, size in members):,}",
                 f"{len(members)} 件 files: {_text(names, 200)}\n{where}",
             ]
         )
-    audio = [[str(index), f"{len(data):,}", hashlib.sha256(data).hexdigest()] for index, _, data in sorted(flac)]
+    audio = [[str(index), f"{size:,}", digest] for index, size, digest in sorted(flac)]
     return listed, groups, audio
 
 
-def render_report(members: Mapping[str, bytes], *, font: str | os.PathLike[str] | None = None) -> bytes:
-    """The chain-of-custody report (PDF bytes) for the inner bundle `members` (path -> bytes).
+def render_report(
+    members: Mapping[str, bytes],
+    added: Mapping[str, Listed] | None = None,
+    *,
+    font: str | os.PathLike[str] | None = None,
+) -> bytes:
+    """The chain-of-custody report (PDF bytes) for the inner bundle `members` (path -> bytes), and
+    `added`: members listed by hash that the officer's client adds later (zero-knowledge mode).
 
     `font` (else $COUNTERSIGN_REPORT_FONT, else IPA Gothic) is the TrueType font to embed.
     Raises ReportError if a member the report reads is missing or malformed, or there is no font.
@@ -716,7 +723,10 @@ def render_report(members: Mapping[str, bytes], *, font: str | os.PathLike[str] 
             notice_bytes=notice_bytes,
             entries=entries,
             segments=_segments(members),
-            files=[(path, members[path]) for path in sorted(members) if path not in NOT_LISTED],
+            files=sorted(
+                [(p, len(data), hashlib.sha256(data).hexdigest()) for p, data in members.items() if p not in NOT_LISTED]
+                + [(p, listed.size, listed.sha256.hex()) for p, listed in (added or {}).items()]
+            ),
             exported=exported,
         )
     except BaseException:
@@ -736,7 +746,7 @@ def _compose(
     notice_bytes: bytes,
     entries: list[dict[str, Any]],
     segments: tuple[int, bool],
-    files: list[tuple[str, bytes]],
+    files: list[tuple[str, int, str]],
     exported: datetime,
 ) -> bytes:
     """The report's pages, in order; returns the PDF."""

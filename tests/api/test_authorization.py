@@ -63,6 +63,7 @@ from api.schemas import (
     UserPublic,
 )
 from evidence.audit_actions import Action
+from evidence.bundle import completion
 from evidence.recovery import OfflineKey
 from evidence.sealed import open_document
 from retention.deletion import state_of as deletion_state
@@ -683,6 +684,23 @@ def export_bundle(env: Env) -> Call:
     return Call(f"/v1/evidence/{env.evidence.id}/export", json=body, check_ok=ok)
 
 
+def export_sealed(env: Env) -> Call:
+    """An export the officer's client finishes needs a recording sealed to an offline key (get_sealed registers one)."""
+    get_sealed(env)  # registers the offline key once
+    rec = env.open_recording(1)
+    env.upload(rec)
+
+    def ok(reply: httpx.Response, role: str) -> None:
+        document = reply.json()
+        finished = completion.finish(document, OFFLINE_KEY)  # verifies as the recipient will
+        assert sum(name.endswith(".flac") for name in finished) == 1
+        [export] = [e for e in env.log_since(0) if e.seq == document["access_log"]]
+        assert (export.actor, export.action, export.purpose) == (env.actors[role], "api:evidence:export", PURPOSE)
+
+    body = {"purpose": PURPOSE, "case_ref": "AUTHZ-2", "recipient_public_key": "11" * 32}
+    return Call(f"/v1/evidence/{rec.id}/export/sealed", json=body, check_ok=ok)
+
+
 def get_audit(env: Env) -> Call:
     def ok(reply: httpx.Response, _role: str) -> None:
         entries = validate(list[AccessLogPublic], reply)
@@ -1223,6 +1241,9 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/evidence/{recording_id}/audio", frozenset({"officer"}), get_audio, site_scoped=True),
     Endpoint("POST", "/v1/evidence/{recording_id}/sealed", frozenset({"officer"}), get_sealed, site_scoped=True),
     Endpoint("POST", "/v1/evidence/{recording_id}/export", frozenset({"officer"}), export_bundle, site_scoped=True),
+    Endpoint(
+        "POST", "/v1/evidence/{recording_id}/export/sealed", frozenset({"officer"}), export_sealed, site_scoped=True
+    ),
     Endpoint("GET", "/v1/audit", frozenset({"auditor"}), get_audit),
     Endpoint("POST", "/v1/holds", NORTH_OFFICER, post_hold, ok_status=201, site_scoped=True),
     Endpoint("GET", "/v1/holds", OFFICERS, list_holds),
@@ -1355,6 +1376,9 @@ OUTSIDE_THE_TABLE = {
             ("GET", "/console/recordings/{recording_id}/audio"),
             ("POST", "/console/recordings/{recording_id}/holds"),
             ("POST", "/console/holds/{hold_id}/release"),
+            ("POST", "/console/recordings/{recording_id}/notes"),
+            ("POST", "/console/recordings/{recording_id}/flag"),
+            ("POST", "/console/recordings/{recording_id}/deletion"),
             ("GET", "/console/static/{name}"),
             ("GET", "/console/alerts"),
             ("GET", "/console/alerts/stream"),

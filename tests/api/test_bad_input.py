@@ -356,6 +356,14 @@ WRONG_TYPES: dict[str, tuple[str | None, list[tuple[Any, str]]]] = {
             ({"purpose": PURPOSE, "case_ref": "K-1", "recipient_public_key": "11" * 32, "kdf": "argon"}, "kdf"),
         ],
     ),
+    "POST /v1/evidence/{recording_id}/export/sealed": (
+        "officer",
+        [
+            ({"purpose": "short", "case_ref": "K-1", "recipient_public_key": "11" * 32}, "purpose"),
+            ({"purpose": PURPOSE, "case_ref": "", "recipient_public_key": "11" * 32}, "case_ref"),
+            ({"purpose": PURPOSE, "case_ref": "K-1", "recipient_public_key": "zz" * 32}, "recipient_public_key"),
+        ],
+    ),
     "POST /v1/evidence/{recording_id}/deletion": (
         "officer",
         [({"reason": 5}, "reason"), ({"reason": "short"}, "reason"), ({}, "reason")],
@@ -814,6 +822,11 @@ def _targets(env: Env, rid: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"/v1/evidence/{rid}", {"headers": officer}),
         ("POST", f"/v1/evidence/{rid}/audio", {"json": {"purpose": PURPOSE}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/sealed", {"json": {"purpose": PURPOSE}, "headers": officer}),
+        (
+            "POST",
+            f"/v1/evidence/{rid}/export/sealed",
+            {"json": {"purpose": PURPOSE, "case_ref": "K-1", "recipient_public_key": "11" * 32}, "headers": officer},
+        ),
         ("POST", f"/v1/evidence/{rid}/flag", {"json": {"category": "x"}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/extend", {"json": {"until": FUTURE, "reason": REASON}, "headers": officer}),
         ("POST", f"/v1/evidence/{rid}/deletion", {"json": {"reason": REASON}, "headers": officer}),

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from nacl.public import PrivateKey
 from sqlalchemy import select
 
 from api.app import create_app
@@ -30,9 +32,14 @@ from api.bootstrap import InitResult, init_data_dir
 from api.core.keys import KEYS_DIR, OFFLINE, SERVICE, SIGNING_KEY_FILE, ZERO_KNOWLEDGE_FILE, KeyCustodian
 from api.core.models import AccessLog, EvidenceKey, SealedKey
 from api.core.settings import Settings
+from api.core.storage.interface import segment_key
 from evidence import recovery, sealed
 from evidence.audit_actions import Action
-from evidence.errors import IntegrityError
+from evidence.bundle import completion, verify
+from evidence.bundle.archive import inner_zip
+from evidence.bundle.crypto import open_outer, write_outer
+from evidence.envelope import open_segment
+from evidence.errors import FormatError, IntegrityError
 from evidence.key_files import KeyFileError
 from retention import job
 from tests.api.test_key_rotation import recorded
@@ -299,3 +306,157 @@ def test_key_commands_say_zero_knowledge(settings: Settings, zk_init: InitResult
         [line] = refused.stderr.splitlines()
         assert line.startswith("error:") and "zero-knowledge" in line
     assert not list(settings.data_dir.rglob("evidence-*.key"))
+
+
+# --------------------------------------------------------------------------- the bundle, finished by the client
+
+
+def sealed_export(client: TestClient, token: str, rid: object, recipient: bytes | None = None) -> httpx.Response:
+    body = {
+        "purpose": PURPOSE,
+        "case_ref": "K-ZK-7",
+        "recipient": "Minato PS",
+        "recipient_public_key": (recipient or bytes(PrivateKey.generate().public_key)).hex(),
+    }
+    return client.post(f"/v1/evidence/{rid}/export/sealed", json=body, headers=bearer(token))
+
+
+def plaintext_of(rec: Any, seg: Any) -> bytes:
+    """The FLAC the simulated device encoded and hashed (its envelope, opened with its data key)."""
+    return open_segment(rec.data_key, rec.id, seg.index, seg.final, seg.envelope)
+
+
+def service_key_of(client: TestClient) -> bytes:
+    return bytes.fromhex(client.get("/v1/audit/public-key").json()["public_key"])
+
+
+def test_a_zero_knowledge_export_leaves_without_audio_and_verifies_once_the_client_finishes_it(
+    zk_client: TestClient, zk_world: World, offline: Offline
+) -> None:
+    rec = recorded(zk_client, zk_world.device, 3)
+    recipient = PrivateKey.generate()
+    reply = sealed_export(zk_client, zk_world.officer, rec.id, bytes(recipient.public_key))
+    assert reply.status_code == 200, reply.text
+    document = reply.json()
+    members = {name: base64.b64decode(data) for name, data in document["members"].items()}
+    # No plaintext left the service (it has none): no segment FLAC, no joined file, no data key.
+    assert not [n for n in members if n.endswith(".flac")]
+    assert rec.data_key.hex() not in reply.text
+    # SHA256SUMS, signed by the service, already names each segment's FLAC by the hash its device signed.
+    sums = members["SHA256SUMS"].decode()
+    for seg in rec.segments:
+        assert f"{hashlib.sha256(plaintext_of(rec, seg)).hexdigest()}  segments/{seg.index:06d}.flac\n" in sums
+    assert hashlib.sha256(members["SHA256SUMS"]).hexdigest() == document["sha256sums"]
+    finished = completion.finish(document, offline.key)
+    for seg in rec.segments:
+        assert finished[f"segments/{seg.index:06d}.flac"] == plaintext_of(
+            rec, seg
+        )  # byte for byte what the device encoded
+    found = verify.Findings()
+    verify.verify_inner(finished, service_key_of(zk_client), found)  # as the recipient checks it, with the real key
+    assert found.segments == 3 and found.complete
+    # Encrypted here, it opens for the recipient like any bundle.
+    outer = io.BytesIO()
+    write_outer(outer, [inner_zip(finished)], bytes(recipient.public_key))
+    opened = io.BytesIO()
+    with zipfile.ZipFile(outer) as archive:
+        open_outer(archive, recipient, opened)
+    assert opened.getvalue() == inner_zip(finished)
+    # Audited as an export: the request first (its entry in the bundle's own custody), then what left.
+    with services_of(zk_client).sessions() as session:
+        asked = session.get(AccessLog, document["access_log"])
+        assert asked is not None and asked.action == Action.EVIDENCE_EXPORT and asked.purpose == PURPOSE
+        assert asked.detail["finished_by_client"] is True
+        [left] = session.scalars(select(AccessLog).where(AccessLog.action == Action.EVIDENCE_EXPORTED)).all()
+        assert left.seq > asked.seq and left.detail["sha256sums"] == document["sha256sums"]
+    assert f"custody/entries/{asked.seq:012d}.json" in members
+
+
+def test_the_client_refuses_to_finish_an_altered_export(
+    tmp_path: Path, zk_client: TestClient, zk_world: World, offline: Offline
+) -> None:
+    """What a service (or the path between) alters is caught before a bundle is written."""
+    rec = recorded(zk_client, zk_world.device, 2)
+    document = sealed_export(zk_client, zk_world.officer, rec.id).json()
+    with pytest.raises(recovery.RecoveryKeyError):
+        completion.finish(document, make_offline(tmp_path / "another-organisation").key)
+
+    def member(name: str, data: bytes) -> Callable[[dict[str, Any]], object]:
+        return lambda d: d["members"].update({name: base64.b64encode(data).decode()})
+
+    manifest = json.loads(base64.b64decode(document["members"]["manifest.json"]))
+    alterations: list[Callable[[dict[str, Any]], object]] = [
+        member("manifest.json", json.dumps({**manifest, "case_ref": "K-OTHER"}).encode()),  # not what was signed
+        member("segments/000000.flac", plaintext_of(rec, rec.segments[0])),  # audio the service claims to have made
+        member("audio/recording.flac", b"fLaC a joined file nobody signed"),
+        lambda d: d["members"].pop("custody/proofs.json"),
+        lambda d: d["sealed"]["segments"].pop(),  # the final segment dropped
+        lambda d: d["sealed"]["segments"][0].update(plaintext_sha256="00" * 32),
+    ]
+    for alter in alterations:
+        tampered = json.loads(json.dumps(document))
+        alter(tampered)
+        with pytest.raises(IntegrityError):
+            completion.finish(tampered, offline.key)
+    with pytest.raises(FormatError):
+        completion.finish({**document, "kind": "countersign-sealed-read"}, offline.key)
+
+
+def test_an_insider_who_swaps_stored_ciphertext_gets_no_export(zk_client: TestClient, zk_world: World) -> None:
+    rec = recorded(zk_client, zk_world.device, 2)
+    services = services_of(zk_client)
+    key = segment_key(str(rec.id), 1)
+    data = bytearray(services.store.get(key))
+    data[40] ^= 0x01
+    services.store.put(key, bytes(data))
+    reply = sealed_export(zk_client, zk_world.officer, rec.id)
+    assert reply.status_code == 409 and "members" not in reply.text
+    with services.sessions() as session:
+        actions = [
+            e.action for e in session.scalars(select(AccessLog).where(AccessLog.target == f"recording:{rec.id}"))
+        ]
+    assert Action.EVIDENCE_EXPORT in actions and Action.EVIDENCE_INTEGRITY in actions
+    assert Action.EVIDENCE_EXPORTED not in actions
+
+
+def test_an_objection_record_exports_with_nothing_to_decrypt(
+    zk_client: TestClient, zk_world: World, offline: Offline
+) -> None:
+    rec = zk_world.device.new_recording("objected")
+    reply = zk_client.post("/v1/recordings", json=rec.create_body(), headers=zk_world.device.auth)
+    assert reply.status_code == 201, reply.text
+    document = sealed_export(zk_client, zk_world.officer, rec.id).json()
+    assert document["sealed"] is None
+    finished = completion.finish(document, offline.key)
+    found = verify.Findings()
+    verify.verify_inner(finished, service_key_of(zk_client), found)
+    assert found.segments == 0 and found.complete
+
+
+def test_scope_roles_and_the_log_hold_for_sealed_exports(
+    monkeypatch: pytest.MonkeyPatch, zk_client: TestClient, zk_world: World
+) -> None:
+    rec = recorded(zk_client, zk_world.device, 1)
+    assert sealed_export(zk_client, zk_world.other_officer, rec.id).status_code == 404
+    assert sealed_export(zk_client, zk_world.admin, rec.id).status_code == 403
+    assert sealed_export(zk_client, zk_world.auditor, rec.id).status_code == 403
+    with services_of(zk_client).sessions() as session:
+        exports = session.scalars(select(AccessLog).where(AccessLog.action == Action.EVIDENCE_EXPORT)).all()
+    assert exports == []  # nothing refused was logged as an export
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the access log is down")
+
+    monkeypatch.setattr("api.routes.export.record_event", broken)
+    reply = sealed_export(zk_client, zk_world.officer, rec.id)
+    assert reply.status_code == 503 and "access log" in reply.json()["detail"]
+    assert "members" not in reply.text and "envelope" not in reply.text
+
+
+def test_outside_zero_knowledge_mode_a_service_only_recording_exports_the_ordinary_way(
+    client: TestClient, world: World
+) -> None:
+    rec = recorded(client, world.device, 1)
+    reply = sealed_export(client, world.officer, rec.id)
+    assert reply.status_code == 409 and "sealed to no offline key" in reply.json()["detail"]
+    assert "/export" in reply.json()["detail"]

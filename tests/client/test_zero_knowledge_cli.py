@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import soundfile as sf
 from tests.client.conftest import PURPOSE, add_user, decode, enrol, expected_pcm
 from tests.conftest import LiveServer, bearer, cli_env, countersign, free_port
 from tests.support.factories import SimDevice, SimRecording, tone
+from tests.support.verifier import run_verify
 
 PASSPHRASE = "the organisation's offline passphrase"
 
@@ -189,3 +191,71 @@ def test_a_real_recorder_seals_to_the_offline_key_and_the_cli_reads_it_back(tmp_
     done = _get(zk, rid, out, "--key", str(zk.key_file), "--passphrase-file", str(zk.passphrase_file))
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(decode(out.read_bytes())[0], source[:, 0])
+
+
+def test_a_cli_export_finished_with_the_offline_key_verifies_with_verify_py_alone(
+    tmp_path: Path, zk: ZkLive, bare_python: Path
+) -> None:
+    """The service cannot decrypt, so the bundle is finished here; its recipient sees an ordinary bundle."""
+    rec = zk.upload(3)
+    handover = tmp_path / "handover"
+    handover.mkdir()
+    (handover / "bundle-passphrase.txt").write_text("the police station's passphrase\n")
+    out = handover / "bundle.zip"
+    exported = zk.run(
+        zk.officer, "evidence", "export", str(rec.id), "--case", "K-ZK-1", "--purpose", PURPOSE,
+        "--recipient", "Minato PS", "--passphrase-file", str(handover / "bundle-passphrase.txt"), "-o", str(out),
+        "--key", str(zk.key_file), "--key-passphrase-file", str(zk.passphrase_file), check=False,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert f"finished on this machine with offline key {zk.key_id}" in exported.stdout
+    with zipfile.ZipFile(out) as outer:
+        (handover / "verify.py").write_bytes(outer.read("verify.py"))  # the verifier that came with it
+    service_key = httpx.get(f"{zk.server.url}/v1/audit/public-key", timeout=30).json()["public_key"]
+    verdict = run_verify(
+        bare_python, handover, "bundle.zip", "--passphrase-file", "bundle-passphrase.txt", "--service-key",
+        service_key, "--lang", "en", "--extract", "opened",
+    )  # fmt: skip
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert verdict.stdout.startswith("Countersign evidence bundle: VALID\n"), verdict.stdout
+    assert "K-ZK-1" in verdict.stdout
+    opened = handover / "opened"
+    assert not (opened / "audio" / "recording.flac").exists()  # the service could not make (or sign) a joined file
+    pcm = np.concatenate([decode((opened / "segments" / f"{i:06d}.flac").read_bytes())[0] for i in range(3)])
+    np.testing.assert_array_equal(pcm, expected_pcm(rec))  # the device's samples, exactly
+    # Audited as any export: the request (before anything was read) and the bundle that left.
+    digest = exported.stdout.split("bundle SHA256SUMS digest ", 1)[1].split()[0]
+    custody = httpx.get(f"{zk.server.url}/v1/audit/custody/{rec.id}", headers=bearer(zk.officer), timeout=30).json()
+    actions = [(e["action"], e.get("purpose")) for e in custody if e["action"].startswith("api:evidence:export")]
+    assert actions == [("api:evidence:export", PURPOSE), ("api:evidence:exported", None)]
+    [done] = [e for e in custody if e["action"] == "api:evidence:exported"]
+    assert done["detail"]["sha256sums"] == digest and done["detail"]["finished_by_client"] is True
+
+
+def test_a_cli_export_without_the_key_or_with_the_wrong_one_writes_nothing(tmp_path: Path, zk: ZkLive) -> None:
+    rec = zk.upload(1)
+    out = tmp_path / "bundle.zip"
+    common = ("evidence", "export", str(rec.id), "--case", "K-ZK-2", "--purpose", PURPOSE, "-o", str(out))
+    plain = zk.run(zk.officer, *common, "--recipient-key", "ab" * 32, check=False)
+    assert plain.returncode == 1 and "zero-knowledge" in plain.stderr and "--key" in plain.stderr
+    other = tmp_path / "other-organisation"
+    countersign("recovery", "generate", "--out", str(other), "--passphrase-file", str(zk.passphrase_file))
+    [wrong_key] = other.glob("recovery-*.key")
+    wrong = zk.run(
+        zk.officer, *common, "--unencrypted", "--key", str(wrong_key),
+        "--key-passphrase-file", str(zk.passphrase_file), check=False,
+    )  # fmt: skip
+    assert wrong.returncode == 2, wrong.stderr
+    [line] = wrong.stderr.splitlines()
+    assert line.startswith("error:") and "not sealed to offline key" in line
+    bad_passphrase = tmp_path / "wrong-passphrase.txt"
+    bad_passphrase.write_text("not the passphrase at all\n")
+    mistyped = zk.run(
+        zk.officer, *common, "--unencrypted", "--key", str(zk.key_file), "--key-passphrase-file", str(bad_passphrase),
+        check=False,
+    )  # fmt: skip
+    assert mistyped.returncode != 0 and mistyped.stderr.startswith("error:")
+    assert not out.exists() and list(tmp_path.glob("bundle.zip*")) == []  # no file, not even a part
+    custody = httpx.get(f"{zk.server.url}/v1/audit/custody/{rec.id}", headers=bearer(zk.officer), timeout=30).json()
+    exports = [e for e in custody if e["action"] == "api:evidence:export"]
+    assert len(exports) == 1  # the wrong key cost a logged export; the mistyped passphrase did not

@@ -244,7 +244,7 @@ def inputs(facts: Facts | None = None) -> BundleInputs:
             DEVICE_ID, "北口窓口 1番", SITE_ID, bytes(facts.device.verify_key), enrol["at"], enrol["seq"]
         ),
         segments=segs,
-        joined_flac=b"".join(s.flac for s in segs) if segs else None,
+        joined_flac=b"".join(s.flac or b"" for s in segs) if segs else None,
         status={
             "status": "complete" if final else ("objected" if facts.outcome != "given" else "interrupted"),
             "started_at": "2026-03-02T01:00:08.000000+00:00",
