@@ -60,6 +60,7 @@ class Action(StrEnum):
     CONSOLE_SIGN_IN = "console:session:sign-in"  # allowed, or denied (wrong password/code, replay, locked)
     CONSOLE_LOCKED = "console:account:locked"  # too many failures in a row: refused for a while
     CONSOLE_SIGN_OUT = "console:session:sign-out"
+    CONSOLE_NOTE_ADD = "console:note:add"  # an officer's note on a recording (its id and length, never its text)
     # anyone refused
     ACCESS_DENIED = "api:access:denied"
     ACCESS_DENIED_SUMMARY = "api:access:denied-summary"  # failures past the rate, counted (api.core.throttle)

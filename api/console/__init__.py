@@ -8,5 +8,6 @@ call the same functions the API's routes are, so every scope check and audit ent
 
 Modules: passwords (Argon2id), totp (RFC 6238, replay-proof), accounts (provisioning, sign-in,
 lockout), sessions (cookies, expiry, the signed-in user), csrf (form tokens, form bodies),
-render (templates and headers), listen (purpose, grant, ranged audio), pages (the routes).
+render (templates and headers), listen (purpose, grant, ranged audio), guard (signed in, officer,
+CSRF checked), pages (the routes), casework (notes, incident flag, deletion request).
 """

@@ -4,7 +4,7 @@ Signed in: the session's random csrf_token (in the database beside the session) 
 form; a POST whose `csrf` field is missing or differs (hmac.compare_digest) is refused with 403
 before anything is read or changed. Signing in (no session yet): a double-submit token, a
 random value both in a SameSite=Strict cookie and in the form. Form bodies are parsed here
-(application/x-www-form-urlencoded only), which needs no multipart library.
+(application/x-www-form-urlencoded only, UTF-8 only), which needs no multipart library.
 """
 
 from __future__ import annotations
@@ -26,13 +26,24 @@ class CsrfRefused(Exception):
     pass
 
 
+class FormRefused(Exception):
+    """A form body that is not UTF-8 (raw or percent-encoded): answered 400, nothing read or changed."""
+
+
 async def read_form(request: Request) -> dict[str, str]:
-    """The form's fields (the first value of each); {} for any other kind of body."""
+    """The form's fields (the first value of each); {} for any other kind of body.
+
+    Text is UTF-8 or refused (FormRefused), never silently replaced: what an officer typed is
+    stored and logged as typed, or not at all."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         return {}
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    try:
+        body = (await request.body()).decode("utf-8")
+        fields = parse_qs(body, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise FormRefused("this form's text is not UTF-8; reload the page and try again") from exc
+    return {k: v[0] for k, v in fields.items()}
 
 
 Form = Annotated[dict[str, str], Depends(read_form)]

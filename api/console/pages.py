@@ -1,5 +1,8 @@
 """The console's routes under /console: sign-in and sign-out, officers' search, recording, listening, holds, alerts.
 
+Case work on the recording page (notes, incident flag, deletion request) is api/console/casework.py;
+the checks every page starts with (signed in, an officer, the form's CSRF token) are api/console/guard.py.
+
 Each page opens its own database session, finds the signed-in user from the cookie (else a
 redirect to the sign-in page), and calls the API's own route functions with that user as the
 principal (list_evidence, show_evidence, create_hold, release_hold, recording_in_scope, list_alerts,
@@ -11,21 +14,29 @@ never a byte of audio.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.alerts.schemas import AlertAck
-from api.console import accounts, csrf, listen, render, sessions
-from api.console.csrf import CsrfRefused, Form
+from api.console import accounts, casework, csrf, listen, render, sessions
+from api.console.csrf import Form, FormRefused
+from api.console.guard import (
+    PREFIX,
+    Refused,
+    SignInNeeded,
+    as_page,
+    checked,
+    officer_form,
+    see_other,
+    signed_in,
+    signed_in_officer,
+)
 from api.console.sessions import ConsoleUser
 from api.core.audit import record_event
 from api.core.deps import ServicesDep, client_address, deny, live, recording_in_scope, stranger_failed
@@ -46,7 +57,6 @@ from retention.routes.holds import create_hold, release_hold
 from retention.schemas import HoldCreate, HoldRelease
 from retention.store import active_holds, facts_of
 
-PREFIX = "/console"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -61,57 +71,7 @@ STREAM_SECONDS = 60.0
 STATUSES = ("open", "complete", "interrupted", "objected")
 
 
-class SignInNeeded(Exception):
-    pass
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str, user: ConsoleUser | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.user = status, message, user
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def signed_in(session: Session, request: Request) -> ConsoleUser:
-    user = sessions.current(session, request)
-    session.commit()  # an expired session's deletion, or the idle clock's touch
-    if user is None:
-        raise SignInNeeded()
-    return user
-
-
-def officer(services: Services, request: Request, user: ConsoleUser) -> ConsoleUser:
-    if user.principal.role != "officer":
-        why = f"role {user.principal.role} may not do this"
-        deny(services, request, 403, why, user.principal.actor)  # logged like the API's refusals
-        raise Refused(403, f"This page is for officers; a {user.principal.role} may not open it.", user)
-    return user
-
-
-def checked(services: Services, request: Request, user: ConsoleUser, form: dict[str, str]) -> None:
-    try:
-        csrf.check(user.csrf, form)
-    except CsrfRefused as exc:
-        deny(services, request, 403, "console form without a valid CSRF token", user.principal.actor)
-        raise Refused(403, str(exc), user) from exc
-
-
-@contextmanager
-def as_page(user: ConsoleUser) -> Iterator[None]:
-    """The API's refusals (HTTPException, a body that fails its schema) as the console's error page."""
-    try:
-        yield
-    except HTTPException as exc:
-        raise Refused(exc.status_code, str(exc.detail), user) from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise Refused(422, problems, user) from exc
-
-
-def see_other(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303)
 
 
 def _day(value: str | None, field: str, user: ConsoleUser) -> datetime | None:
@@ -198,7 +158,7 @@ def search(
     status: str | None = None,
 ) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
+        user = signed_in_officer(services, request, session)
         start, end = _day(since, "from", user), _day(until, "to", user)
         flagged = {"yes": True, "no": False}.get(incident or "")
         # Narrowing by device, staff or status happens on a larger page of the site-scoped search.
@@ -246,7 +206,7 @@ def _custody(session: Session, recording_id: str) -> list[Any]:
 @router.get("/recordings/{recording_id}")
 def recording_page(recording_id: uuid.UUID, request: Request, services: ServicesDep) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
+        user = signed_in_officer(services, request, session)
         with as_page(user):
             detail = show_evidence(recording_id, request, user.principal, session, services)
         recording = session.get(Recording, detail.id)
@@ -264,6 +224,7 @@ def recording_page(recording_id: uuid.UUID, request: Request, services: Services
         covering = {h.id for h in covering_holds(facts_of(recording), active_holds(session))}
         holds = list(session.scalars(select(Hold).where(Hold.id.in_(covering)).order_by(Hold.created_at)))
         custody = _custody(session, recording.id)
+        casework_shown = casework.context(session, recording)  # notes: only here, past the officer and scope checks
     return render.page(
         "recording.html",
         user=user,
@@ -275,6 +236,7 @@ def recording_page(recording_id: uuid.UUID, request: Request, services: Services
         holds=holds,
         custody=custody,
         listenable=detail.audio == "recorded",
+        **casework_shown,
     )
 
 
@@ -284,8 +246,7 @@ def recording_page(recording_id: uuid.UUID, request: Request, services: Services
 @router.post("/recordings/{recording_id}/listen")
 def listen_purpose(recording_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
-        checked(services, request, user, form)
+        user = officer_form(services, request, session, form)
         with as_page(user):
             recording = live(recording_in_scope(request, services, session, user.principal, recording_id))
         purpose = " ".join(form.get("purpose", "").split())
@@ -306,7 +267,7 @@ def listen_purpose(recording_id: uuid.UUID, request: Request, services: Services
 @router.get("/recordings/{recording_id}/player")
 def player(recording_id: uuid.UUID, request: Request, services: ServicesDep) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
+        user = signed_in_officer(services, request, session)
         with as_page(user):
             recording = live(recording_in_scope(request, services, session, user.principal, recording_id))
         grant = listen.granted(session, user, recording.id)
@@ -318,7 +279,7 @@ def player(recording_id: uuid.UUID, request: Request, services: ServicesDep) -> 
 @router.get("/recordings/{recording_id}/audio")
 def audio_file(recording_id: uuid.UUID, request: Request, services: ServicesDep) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
+        user = signed_in_officer(services, request, session)
         with as_page(user):
             recording = live(recording_in_scope(request, services, session, user.principal, recording_id))
         grant = listen.granted(session, user, recording.id)
@@ -370,8 +331,7 @@ def audio_file(recording_id: uuid.UUID, request: Request, services: ServicesDep)
 @router.post("/recordings/{recording_id}/holds")
 def place_hold(recording_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
-        checked(services, request, user, form)
+        user = officer_form(services, request, session, form)
         with as_page(user):
             body = HoldCreate(
                 case_ref=form.get("case_ref", ""), reason=form.get("reason", ""), recordings=[recording_id]
@@ -383,8 +343,7 @@ def place_hold(recording_id: uuid.UUID, request: Request, services: ServicesDep,
 @router.post("/holds/{hold_id}/release")
 def release(hold_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
-        checked(services, request, user, form)
+        user = officer_form(services, request, session, form)
         with as_page(user):
             body = HoldRelease(reason=form.get("reason", ""))
             release_hold(hold_id, body, request, user.principal, session, services)
@@ -401,7 +360,7 @@ def release(hold_id: uuid.UUID, request: Request, services: ServicesDep, form: F
 @router.get("/alerts")
 def alerts_page(request: Request, services: ServicesDep) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
+        user = signed_in_officer(services, request, session)
         alerts = list_alerts(principal=user.principal, session=session, state=None, limit=ALERT_LIMIT)
     return render.page("alerts.html", user=user, alerts=alerts, limit=ALERT_LIMIT)
 
@@ -409,8 +368,7 @@ def alerts_page(request: Request, services: ServicesDep) -> Response:
 @router.post("/alerts/{alert_id}/ack")
 def ack_alert(alert_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
     with services.sessions() as session:
-        user = officer(services, request, signed_in(session, request))
-        checked(services, request, user, form)
+        user = officer_form(services, request, session, form)
         with as_page(user):
             body = AlertAck(message=form.get("message", "").strip())
             acknowledge(alert_id, body, user.principal, session, services, request)
@@ -419,7 +377,7 @@ def ack_alert(alert_id: uuid.UUID, request: Request, services: ServicesDep, form
 
 def _stream_officer(services: Services, request: Request) -> ConsoleUser:
     with services.sessions() as session:
-        return officer(services, request, signed_in(session, request))
+        return signed_in_officer(services, request, session)
 
 
 @router.get("/alerts/stream")
@@ -447,6 +405,7 @@ def static(name: str) -> FileResponse:
 def install(app: FastAPI) -> None:
     """The routes, and the two console outcomes every page may end in: sign in first, or a refusal page."""
     app.include_router(router)
+    app.include_router(casework.router)  # notes, incident flag, deletion request (api/console/casework.py)
 
     async def _sign_in_first(_request: Request, _exc: Exception) -> Response:
         return see_other(f"{PREFIX}/sign-in")
@@ -455,5 +414,9 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, Refused)
         return render.page("refused.html", exc.status, user=exc.user, code=exc.status, message=exc.message)
 
+    async def _bad_form(_request: Request, exc: Exception) -> Response:
+        return render.page("refused.html", 400, code=400, message=str(exc))
+
     app.add_exception_handler(SignInNeeded, _sign_in_first)
     app.add_exception_handler(Refused, _refused)
+    app.add_exception_handler(FormRefused, _bad_form)

@@ -442,3 +442,16 @@ class ConsoleListenGrant(Base):
     recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), primary_key=True)
     read_seq: Mapped[int] = mapped_column(BigInteger)  # the evidence:read entry the grant stems from
     expires_at: Mapped[datetime]
+
+
+class RecordingNote(Base):
+    """An officer's time-stamped note on a recording (api.console.casework): shown to the site's officers only.
+
+    Never edited nor deleted by the console; its audit entry (console:note:add) names it, not its text."""
+
+    __tablename__ = "recording_notes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    author_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    text: Mapped[str] = mapped_column(Text)  # 1..4000 characters, no control character but newline

@@ -1,5 +1,5 @@
 """The console in a real browser (Debian's chromium through chromium-driver): sign in with TOTP, search,
-open a recording, state a purpose, play it to the end, place a hold and release it.
+open a recording, state a purpose, play it to the end, place a hold and release it, add a note.
 
 The app runs in uvicorn in a thread (the test's own service, with the World built through the
 API). An ASGI wrapper notes when each audio request arrived, so the test can check that the
@@ -127,6 +127,14 @@ def test_officer_signs_in_listens_and_holds(
         driver.find_element(By.CSS_SELECTOR, "button.release").click()
         wait_for_script(driver, "return !!document.getElementById('no-holds')")
         assert driver.find_element(By.ID, "no-holds").text == "Not held."
+
+        note = "Called back.\n<script>document.title = 'ran'</script><img src=x onerror=alert(1)>"
+        driver.find_element(By.ID, "note-text").send_keys(note)
+        driver.find_element(By.ID, "add-note").click()
+        wait_for_script(driver, "return !!document.querySelector('p.note-text')")
+        assert driver.find_element(By.CSS_SELECTOR, "p.note-text").text == note  # text, line break kept, not markup
+        assert driver.execute_script("return document.querySelectorAll('#notes script, #notes img').length") == 0
+        assert driver.title != "ran"
         driver.find_element(By.ID, "sign-out").click()
         wait_for_script(driver, "return !!document.getElementById('sign-in')")
         assert driver.current_url == f"{base}/console/sign-in"

@@ -11,16 +11,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.console import sessions
-from api.core.models import AccessLog, ConsoleListenGrant, ConsoleSession
+from api.core.models import AccessLog, ConsoleListenGrant, ConsoleSession, Recording, RecordingNote
 from evidence.audit_actions import Action
-from retention.models import Hold
+from retention.models import DeletionRequest, Hold
 from tests.conftest import World
 from tests.console.support import PASSWORD, Login, browser, csrf_of, page_csrf, services_of, signed_in
 from tests.support.retention_support import upload
 
 
-def _state(app: FastAPI) -> tuple[int, int, int, int, int]:
-    """What a forged form could change: holds, released holds, grants, sessions, reads logged."""
+def _state(app: FastAPI) -> tuple[int | str | None, ...]:
+    """What a forged form could change: holds, released holds, grants, sessions, reads logged, notes,
+    incident categories, deletion requests."""
     with services_of(app).sessions() as session:
         return (
             session.scalar(select(func.count()).select_from(Hold)) or 0,
@@ -28,6 +29,9 @@ def _state(app: FastAPI) -> tuple[int, int, int, int, int]:
             session.scalar(select(func.count()).select_from(ConsoleListenGrant)) or 0,
             session.scalar(select(func.count()).select_from(ConsoleSession)) or 0,
             session.scalar(select(func.count()).where(AccessLog.action == Action.EVIDENCE_READ)) or 0,
+            session.scalar(select(func.count()).select_from(RecordingNote)) or 0,
+            *session.scalars(select(Recording.incident_category).order_by(Recording.id)),
+            session.scalar(select(func.count()).select_from(DeletionRequest)) or 0,
         )
 
 
@@ -49,6 +53,9 @@ def _forms(rid: str, hold_id: str) -> list[tuple[str, dict[str, str]]]:
         (f"/console/recordings/{rid}/listen", {"purpose": "complaint review"}),
         (f"/console/recordings/{rid}/holds", {"case_ref": "C-8", "reason": "another legal matter"}),
         (f"/console/holds/{hold_id}/release", {"reason": "case closed by court", "back": rid}),
+        (f"/console/recordings/{rid}/notes", {"text": "a forged note"}),
+        (f"/console/recordings/{rid}/flag", {"category": "threats"}),
+        (f"/console/recordings/{rid}/deletion", {"reason": "forged: delete the evidence", "confirm": "yes"}),
         ("/console/sign-out", {}),
     ]
 
@@ -81,7 +88,7 @@ def test_another_sessions_token_is_refused(
     assert _state(app) == before
     with services_of(app).sessions() as session:
         denied = session.scalars(select(AccessLog).where(AccessLog.action == Action.ACCESS_DENIED)).all()
-    assert sum("CSRF" in str(e.detail.get("reason")) for e in denied) == 4  # each refusal is logged
+    assert sum("CSRF" in str(e.detail.get("reason")) for e in denied) == len(_forms(rid, hold_id))  # each logged
 
 
 def test_a_json_body_is_not_a_form(app: FastAPI, held: tuple[TestClient, str, str]) -> None:

@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from retention.models import Hold
+from api.core.models import Recording, RecordingNote, User
+from retention.models import DeletionRequest, Hold
 from tests.api.test_authorization import OUTSIDE_THE_TABLE, served_routes
 from tests.conftest import World, bearer
 from tests.console.support import Login, browser, page_csrf, services_of, signed_in
@@ -22,7 +23,8 @@ from tests.support.retention_support import upload
 CALLERS = ("anonymous", "officer", "other_officer", "admin", "auditor")
 RID, HOLD, ALERT = "{recording_id}", "{hold_id}", "{alert_id}"
 # (method, path, form fields, answers in CALLERS order). Rows run in this order for each caller:
-# listen before player and audio (the grant), sign-out last (it ends the session).
+# listen before player and audio (the grant), sign-out last (it ends the session); the deletion
+# request comes after a hold is placed, so it is the API's refusal (409) and the recording stays.
 TABLE: list[tuple[str, str, dict[str, str], tuple[int, ...]]] = [
     ("GET", "/console", {}, (303, 200, 200, 200, 200)),
     ("GET", "/console/sign-in", {}, (200, 200, 200, 200, 200)),
@@ -40,6 +42,14 @@ TABLE: list[tuple[str, str, dict[str, str], tuple[int, ...]]] = [
         (303, 303, 404, 403, 403),
     ),
     ("POST", f"/console/holds/{HOLD}/release", {"reason": "case closed by court"}, (303, 303, 404, 403, 403)),
+    ("POST", f"/console/recordings/{RID}/notes", {"text": "called the customer back"}, (303, 303, 404, 403, 403)),
+    ("POST", f"/console/recordings/{RID}/flag", {"category": "threats"}, (303, 303, 404, 403, 403)),
+    (  # the officer gets through to the API's rule: still held (the hold placed in the row above), refused
+        "POST",
+        f"/console/recordings/{RID}/deletion",
+        {"reason": "recorded by mistake, no incident", "confirm": "yes"},
+        (303, 409, 404, 403, 403),
+    ),
     ("GET", "/console/alerts", {}, (303, 200, 200, 403, 403)),
     ("GET", "/console/alerts/stream", {"timeout": "0"}, (303, 200, 200, 403, 403)),
     ("POST", f"/console/alerts/{ALERT}/ack", {"message": "Sato is coming"}, (303, 303, 404, 403, 403)),
@@ -82,5 +92,10 @@ def test_role_by_route(client: TestClient, app: FastAPI, world: World, logins: d
                 wrong.append(f"{caller} {method} {template}: {status}, expected {answers[column]}")
     assert wrong == []
     assert "RIFF" not in browsers["admin"].get(f"{path}/audio").text
+    with services_of(app).sessions() as session:  # only the officer's forms changed anything
+        authors = session.scalars(select(User.name).join(RecordingNote, RecordingNote.author_id == User.id)).all()
+        assert authors == ["olivia"]
+        assert session.get(Recording, rid).incident_category == "threats"  # type: ignore[union-attr]
+        assert session.scalars(select(DeletionRequest)).all() == []
     shown = client.get(f"/v1/alerts/{alert_id}", headers=bearer(world.officer)).json()
     assert shown["state"] == "acknowledged" and shown["acknowledged_by"] == "olivia"  # the officer's, once

@@ -1,0 +1,217 @@
+"""Case work on the recording page: notes (officers of the site only, audited, shown as text), the
+incident flag and the early-deletion request (the API's own rules: never while held)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import markupsafe
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.console import casework
+from api.core.models import AccessLog, Recording, RecordingNote
+from evidence.audit_actions import Action
+from retention.models import DeletionRequest
+from tests.conftest import World, bearer
+from tests.console.support import Login, page_csrf, provision_login, services_of, signed_in
+from tests.support.retention_support import upload
+
+SCRIPT = "<script>alert('x')</script>"
+
+
+def _notes(app: FastAPI) -> list[RecordingNote]:
+    with services_of(app).sessions() as session:
+        return list(session.scalars(select(RecordingNote).order_by(RecordingNote.created_at)))
+
+
+def _entries(app: FastAPI, action: Action) -> list[AccessLog]:
+    with services_of(app).sessions() as session:
+        return list(session.scalars(select(AccessLog).where(AccessLog.action == action).order_by(AccessLog.seq)))
+
+
+def _add(client: TestClient, rid: str, text: str) -> Any:
+    path = f"/console/recordings/{rid}"
+    return client.post(f"{path}/notes", data={"csrf": page_csrf(client, path), "text": text})
+
+
+def test_officer_adds_notes_shown_as_text_and_logged_without_their_text(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]
+) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    path = f"/console/recordings/{rid}"
+    assert 'id="no-notes"' in officer.get(path).text
+    reply = _add(officer, rid, f"Customer called back.\r\nSaid: {SCRIPT}")
+    assert reply.status_code == 303 and reply.headers["location"] == path
+    assert _add(officer, rid, "Second note").status_code == 303
+    first, second = _notes(app)
+    assert first.text == f"Customer called back.\nSaid: {SCRIPT}"  # the browser's CRLF kept as one line break
+    assert first.recording_id == rid and first.created_at.utcoffset() is not None
+    page = officer.get(path).text
+    shown = str(markupsafe.escape(first.text))
+    assert SCRIPT not in page and f'<p class="note-text">{shown}</p>' in page  # text, never markup
+    assert page.index(shown) < page.index("Second note")  # oldest first
+    assert "olivia" in page.split('id="notes"')[1].split("</ol>")[0]  # the author is shown
+    entries = _entries(app, Action.CONSOLE_NOTE_ADD)
+    assert [(e.actor, e.target, e.detail["note"]) for e in entries] == [
+        (e.actor, f"recording:{rid}", n.id) for e, n in zip(entries, (first, second), strict=True)
+    ]
+    assert entries[0].detail["chars"] == len(first.text)
+    log = client.get("/v1/audit", headers=bearer(world.auditor)).json()
+    assert "Customer called back" not in str(log) and "Second note" not in str(log)  # the auditor's log has no text
+
+
+def test_a_note_is_kept_only_with_its_log_entry(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    csrf = page_csrf(officer, f"/console/recordings/{rid}")
+
+    def broken_log(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("log unavailable")
+
+    monkeypatch.setattr(casework, "record_event", broken_log)
+    reply = officer.post(f"/console/recordings/{rid}/notes", data={"csrf": csrf, "text": "must not be kept"})
+    assert reply.status_code == 503 and "access log cannot be written" in reply.text
+    assert _notes(app) == []
+
+
+def test_only_the_sites_officers_add_or_see_notes(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]
+) -> None:
+    rid = upload(client, world.device)
+    assert _add(signed_in(app, logins["officer"]), rid, "only for north's officers").status_code == 303
+    otto = signed_in(app, provision_login(app, "otto"))  # another officer of north sees it
+    assert "only for north&#39;s officers" in otto.get(f"/console/recordings/{rid}").text
+    oscar = signed_in(app, logins["other_officer"])  # an officer of south: as if it did not exist
+    csrf = page_csrf(oscar)
+    assert oscar.get(f"/console/recordings/{rid}").status_code == 404
+    refused = oscar.post(f"/console/recordings/{rid}/notes", data={"csrf": csrf, "text": "from the south"})
+    assert refused.status_code == 404 and "north" not in refused.text
+    for role in ("admin", "auditor"):
+        browser = signed_in(app, logins[role])
+        page = browser.get(f"/console/recordings/{rid}")
+        assert page.status_code == 403 and "only for north" not in page.text
+        posted = browser.post(f"/console/recordings/{rid}/notes", data={"csrf": page_csrf(browser), "text": "x"})
+        assert posted.status_code == 403
+    assert [n.text for n in _notes(app)] == ["only for north's officers"]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "at least 1 visible character"),
+        (" \r\n  \n ", "at least 1 visible character"),
+        ("a\ttab", "U+0009"),  # only the line break is let through
+        ("x" * (casework.NOTE_MAX + 1), f"longer than {casework.NOTE_MAX}"),
+        ("bell \x07 here", "U+0007"),
+        ("escape \x1b[31m red", "U+001B"),
+        ("bidi \u202e override", "U+202E"),
+    ],
+    ids=["empty", "blank", "tab", "too-long", "bell", "escape", "bidi"],
+)
+def test_bad_notes_are_refused_clearly(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login], text: str, why: str
+) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    reply = _add(officer, rid, text)
+    assert reply.status_code == 422 and why in reply.text and "cannot be kept" in reply.text
+    assert _notes(app) == [] and _entries(app, Action.CONSOLE_NOTE_ADD) == []
+
+
+def test_the_longest_note_is_kept(client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]) -> None:
+    rid = upload(client, world.device)
+    assert _add(signed_in(app, logins["officer"]), rid, "n" * casework.NOTE_MAX).status_code == 303
+    assert [len(n.text) for n in _notes(app)] == [casework.NOTE_MAX]
+
+
+@pytest.mark.parametrize("body", [b"text=caf\xe9", b"text=caf%E9"], ids=["raw-latin1", "percent-latin1"])
+def test_a_form_that_is_not_utf8_is_refused(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login], body: bytes
+) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    csrf = page_csrf(officer, f"/console/recordings/{rid}")
+    reply = officer.post(
+        f"/console/recordings/{rid}/notes",
+        content=f"csrf={csrf}&".encode() + body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert reply.status_code == 400 and "not UTF-8" in reply.text
+    assert reply.headers["content-security-policy"]  # the console's own page, not a bare error
+    assert _notes(app) == []
+
+
+def test_flag_an_incident_category(client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    path = f"/console/recordings/{rid}"
+    page = officer.get(path).text
+    assert '<option value="threats">' in page  # the site's categories (the kiosk's defaults)
+    reply = officer.post(f"{path}/flag", data={"csrf": page_csrf(officer, path), "category": "threats"})
+    assert reply.status_code == 303
+    detail = client.get(f"/v1/evidence/{rid}", headers=bearer(world.officer)).json()
+    assert detail["incident_category"] == "threats"
+    assert '<option value="threats" selected>' in officer.get(path).text
+    (entry,) = _entries(app, Action.RECORDING_FLAG)
+    assert entry.target == f"recording:{rid}" and entry.detail["category"] == "threats"
+    bad = officer.post(f"{path}/flag", data={"csrf": page_csrf(officer, path), "category": "<b>no</b>"})
+    assert bad.status_code == 422 and "category" in bad.text and "<b>" not in bad.text
+    empty = officer.post(f"{path}/flag", data={"csrf": page_csrf(officer, path), "category": ""})
+    assert empty.status_code == 422
+    assert len(_entries(app, Action.RECORDING_FLAG)) == 1
+
+
+def test_deletion_needs_confirmation_and_a_reason(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]
+) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    path = f"/console/recordings/{rid}"
+    reason = "recorded by mistake, no incident"
+    unconfirmed = officer.post(f"{path}/deletion", data={"csrf": page_csrf(officer, path), "reason": reason})
+    assert unconfirmed.status_code == 422 and "Tick the box" in unconfirmed.text
+    short = officer.post(
+        f"{path}/deletion", data={"csrf": page_csrf(officer, path), "reason": "oops", "confirm": "yes"}
+    )
+    assert short.status_code == 422 and "reason" in short.text
+    with services_of(app).sessions() as session:
+        assert session.scalars(select(DeletionRequest)).all() == []
+    asked = officer.post(
+        f"{path}/deletion", data={"csrf": page_csrf(officer, path), "reason": reason, "confirm": "yes"}
+    )
+    assert asked.status_code == 303 and asked.headers["location"] == path
+    with services_of(app).sessions() as session:
+        (req,) = session.scalars(select(DeletionRequest)).all()
+        assert session.get(Recording, rid) is not None  # asked, not carried out: the grace period runs
+    assert req.reason == reason and req.requested_by.startswith("user:")
+    page = officer.get(path).text
+    assert 'id="deletion-requested"' in page and 'id="request-deletion"' not in page
+    again = officer.post(
+        f"{path}/deletion", data={"csrf": page_csrf(officer, path), "reason": reason, "confirm": "yes"}
+    )
+    assert again.status_code == 409 and "already requested" in again.text
+
+
+def test_deletion_is_refused_while_held(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]
+) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    path = f"/console/recordings/{rid}"
+    hold = {"csrf": page_csrf(officer, path), "case_ref": "C-9", "reason": "litigation notice received"}
+    assert officer.post(f"{path}/holds", data=hold).status_code == 303
+    assert 'id="deletion-held"' in officer.get(path).text  # the page says so before anyone tries
+    form = {"csrf": page_csrf(officer, path), "reason": "recorded by mistake, no incident", "confirm": "yes"}
+    refused = officer.post(f"{path}/deletion", data=form)
+    assert refused.status_code == 409
+    assert 'id="refusal"' in refused.text and "legal hold" in refused.text and "C-9" in refused.text
+    with services_of(app).sessions() as session:
+        assert session.scalars(select(DeletionRequest)).all() == []
+    (denied,) = _entries(app, Action.RECORDING_DELETE)
+    assert denied.outcome == "denied" and denied.target == f"recording:{rid}"  # the attempt on held evidence is logged
