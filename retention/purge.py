@@ -53,7 +53,7 @@ from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit import record_events
-from api.core.models import Recording, SealedKey, Segment, iso
+from api.core.models import Recording, RecordingNote, SealedKey, Segment, iso
 from api.core.storage import BlobStore
 from api.core.storage.interface import ObjectHeld
 from evidence.audit_actions import Action
@@ -244,6 +244,8 @@ def shred(
         # The shredding itself: one statement for the batch, in the transaction that holds the claims;
         # then every tombstone in one executemany and every audit entry in one batched append.
         session.execute(delete(SealedKey).where(SealedKey.recording_id.in_(outcome.shredded)))
+        # Officers' notes describe what was said: they go with the keys, not with the audit trail.
+        session.execute(delete(RecordingNote).where(RecordingNote.recording_id.in_(outcome.shredded)))
         session.execute(insert(Tombstone), tombstones)
         record_events(session, events)
     return outcome

@@ -14,10 +14,11 @@ from sqlalchemy import select
 from api.console import casework
 from api.core.models import AccessLog, Recording, RecordingNote
 from evidence.audit_actions import Action
+from retention import job
 from retention.models import DeletionRequest
 from tests.conftest import World, bearer
 from tests.console.support import Login, page_csrf, provision_login, services_of, signed_in
-from tests.support.retention_support import upload
+from tests.support.retention_support import age, assert_purged_once, upload
 
 SCRIPT = "<script>alert('x')</script>"
 
@@ -215,3 +216,23 @@ def test_deletion_is_refused_while_held(
         assert session.scalars(select(DeletionRequest)).all() == []
     (denied,) = _entries(app, Action.RECORDING_DELETE)
     assert denied.outcome == "denied" and denied.target == f"recording:{rid}"  # the attempt on held evidence is logged
+
+
+def test_a_purge_takes_the_notes_with_the_keys(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]
+) -> None:
+    """Notes say what was said: once a recording is purged they are gone too (a held one keeps them)."""
+    due, held = upload(client, world.device), upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    for rid in (due, held):
+        assert _add(officer, rid, f"What the customer said in {rid[:8]}").status_code == 303
+    body = {"case_ref": "2026-NOTES-1", "reason": "litigation hold for this case", "recordings": [held]}
+    assert client.post("/v1/holds", json=body, headers=bearer(world.officer)).status_code == 201
+    services = services_of(app)
+    for rid in (due, held):
+        age(services, rid, 400)
+    summary = job.run(services)
+    assert summary.purged == [due] and held in summary.kept_by_hold
+    assert_purged_once(services, due)
+    assert [n.recording_id for n in _notes(app)] == [held]
+    assert len(_entries(app, Action.CONSOLE_NOTE_ADD)) == 2  # the log keeps that notes were written
