@@ -156,13 +156,15 @@ def search(
     staff: str | None = None,
     incident: str | None = None,
     status: str | None = None,
+    held: str | None = None,
+    note: str | None = None,
 ) -> Response:
     with services.sessions() as session:
         user = signed_in_officer(services, request, session)
         start, end = _day(since, "from", user), _day(until, "to", user)
         flagged = {"yes": True, "no": False}.get(incident or "")
         # Narrowing by device, staff or status happens on a larger page of the site-scoped search.
-        narrowed = bool(device or staff or status)
+        narrowed = bool(device or staff or status or held or note)
         with as_page(user):
             rows = list_evidence(
                 officer=user.principal,
@@ -182,9 +184,15 @@ def search(
             if (not wanted_device or wanted_device in (r.device_name or "").casefold() or r.device_id == device)
             and (not staff or (r.staff_code or "") == staff.strip())
             and (not status or r.status == status)
-        ][:SEARCH_LIMIT]
+            and (held not in ("yes", "no") or bool(r.held_by) == (held == "yes"))
+        ]
+        if note and note.strip():  # among the recordings the officer may see, past the scope checks above
+            noted = casework.noted(session, [r.id for r in results], note.strip())
+            results = [r for r in results if r.id in noted]
+        results = results[:SEARCH_LIMIT]
     query = {"site": site or "", "from": since or "", "to": until or "", "device": device or "",
-             "staff": staff or "", "incident": incident or "", "status": status or ""}  # fmt: skip
+             "staff": staff or "", "incident": incident or "", "status": status or "",
+             "held": held or "", "note": note or ""}  # fmt: skip
     return render.page(
         "search.html",
         user=user,

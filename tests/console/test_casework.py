@@ -3,6 +3,7 @@ incident flag and the early-deletion request (the API's own rules: never while h
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import markupsafe
@@ -236,3 +237,31 @@ def test_a_purge_takes_the_notes_with_the_keys(
     assert_purged_once(services, due)
     assert [n.recording_id for n in _notes(app)] == [held]
     assert len(_entries(app, Action.CONSOLE_NOTE_ADD)) == 2  # the log keeps that notes were written
+
+
+def _found(browser: TestClient, **query: str) -> set[str]:
+    page = browser.get("/console/search", params=query)
+    assert page.status_code == 200, page.text
+    return set(re.findall(r'href="/console/recordings/([0-9a-f-]{36})"', page.text))
+
+
+def test_search_by_note_text_and_by_hold(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]
+) -> None:
+    loud, quiet, held = (upload(client, world.device) for _ in range(3))
+    officer = signed_in(app, logins["officer"])
+    assert _add(officer, loud, "Customer demanded a Refund, 100% of it").status_code == 303
+    assert _add(officer, quiet, "calm conversation, 100 percent polite").status_code == 303
+    body = {"case_ref": "2026-SEARCH-1", "reason": "litigation hold for this case", "recordings": [held]}
+    assert client.post("/v1/holds", json=body, headers=bearer(world.officer)).status_code == 201
+    assert _found(officer, note="refund") == {loud}  # case-insensitive
+    assert _found(officer, note="100%") == {loud}  # LIKE's wildcards are literal: "100 percent" is no match
+    assert _found(officer, note="_") == set()
+    assert _found(officer, note="nobody wrote this") == set()
+    assert _found(officer, held="yes") == {held}
+    assert _found(officer, held="no") == {loud, quiet}
+    assert _found(officer, held="no", note="calm") == {quiet}
+    assert 'value="refund"' in officer.get("/console/search", params={"note": "refund"}).text  # the form keeps it
+    oscar = signed_in(app, logins["other_officer"])  # south: north's notes find nothing, not even a count
+    page = oscar.get("/console/search", params={"note": "refund"})
+    assert page.status_code == 200 and loud not in page.text and "0 recordings" in page.text
