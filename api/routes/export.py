@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -134,6 +135,19 @@ def _log_export(session: Session, actor: str, target: str, body: ExportBody, *, 
     return seq
 
 
+@contextmanager
+def _failures_logged(session: Session, actor: str, target: str, seq: int) -> Iterator[None]:
+    """A failed check, a failed time-stamp or no offline key: audited, then answered (IntegrityError
+    re-raised, for the app's 409 handler)."""
+    try:
+        yield
+    except (IntegrityError, TimestampError, NotSealedOffline) as exc:
+        answer = _log_failure(session, actor, target, exc, seq)
+        if answer is not None:
+            raise answer from exc
+        raise
+
+
 def _log_failure(session: Session, actor: str, target: str, exc: Exception, seq: int) -> HTTPException | None:
     """Audit a failed export; the HTTP answer for it (None: re-raise, the app maps IntegrityError to 409)."""
     session.rollback()
@@ -185,14 +199,9 @@ def export_bundle(
     target = f"recording:{recording.id}"
     wanted = _export_request(body)
     seq = _log_export(session, officer.actor, target, body, sealed=False)
-    try:
+    with _failures_logged(session, officer.actor, target, seq):
         inputs = gather(session, services, recording, officer.actor, wanted, seq)
         exported = build(inputs, services, wanted, report=render_report, timestamp=_timestamp(services))
-    except (IntegrityError, TimestampError) as exc:
-        answer = _log_failure(session, officer.actor, target, exc, seq)
-        if answer is not None:
-            raise answer from exc
-        raise
     _log_exported(
         session,
         officer.actor,
@@ -237,14 +246,9 @@ def export_sealed(
     wanted = _export_request(body)
     seq = _log_export(session, officer.actor, target, body, sealed=True)
     status = shown_status(recording, services.settings.interrupted_after_seconds)
-    try:
+    with _failures_logged(session, officer.actor, target, seq):
         inputs, document = gather_for_client(session, services, recording, officer.actor, wanted, seq, status)
         members, sums = members_for_client(inputs, services, report=render_report, timestamp=_timestamp(services))
-    except (IntegrityError, TimestampError, NotSealedOffline) as exc:
-        answer = _log_failure(session, officer.actor, target, exc, seq)
-        if answer is not None:
-            raise answer from exc
-        raise
     _log_exported(
         session,
         officer.actor,
