@@ -1,4 +1,5 @@
-"""Officers' case work on a recording's page: notes, the incident category, asking for early deletion.
+"""Officers' case work on a recording's page: notes, the incident category, keeping it longer,
+asking for early deletion.
 
 Notes are this module's own (recording_notes). An officer of the recording's site adds one; its
 entry in the access log (console:note:add: the note's id and length, never its text) is appended
@@ -6,8 +7,8 @@ in the same transaction, so no note exists without its entry. Only the site's of
 they are shown on the recording page, an officer page, after the API's scope check (404 outside
 their sites); admins and auditors never open it, and the log they read never holds the text.
 
-Flagging and asking for deletion call the API's own route functions (POST /v1/evidence/{id}/flag,
-POST /v1/evidence/{id}/deletion), so their rules, refusals (never while held) and audit entries
+Flagging, extending and asking for deletion call the API's own route functions (POST
+/v1/evidence/{id}/flag, .../extend, .../deletion), so their rules, refusals (never while held) and audit entries
 are exactly the API's; the console only adds a confirmation box in front of the deletion request.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,17 +25,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.alerts import site as site_settings
+from api.console import render
 from api.console.csrf import Form
 from api.console.guard import PREFIX, Refused, as_page, officer_form, see_other
 from api.core.audit import record_event
 from api.core.deps import ServicesDep, live, recording_in_scope
 from api.core.models import Recording, RecordingNote, User, utcnow
-from api.routes.evidence import flag
+from api.routes.evidence import extend, flag
 from evidence.audit_actions import Action
 from evidence.text import TextError, check_text
 from retention import deletion
 from retention.routes.deletions import request_deletion
-from retention.schemas import DeletionRequestBody, FlagBody
+from retention.schemas import DeletionRequestBody, ExtendBody, FlagBody
 
 NOTE_MAX = 4000
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -130,6 +132,22 @@ def flag_incident(recording_id: uuid.UUID, request: Request, services: ServicesD
         with as_page(user):
             body = FlagBody(category=form.get("category", "").strip())
             flag(recording_id, body, request, user.principal, session, services)
+    return see_other(f"{PREFIX}/recordings/{recording_id}")
+
+
+@router.post("/recordings/{recording_id}/extend")
+def extend_retention(recording_id: uuid.UUID, request: Request, services: ServicesDep, form: Form) -> Response:
+    """POST /v1/evidence/{id}/extend: kept at least to the end of a local day; never shortened."""
+    with services.sessions() as session:
+        user = officer_form(services, request, session, form)
+        try:
+            day = datetime.strptime(form.get("until", ""), "%Y-%m-%d").date()
+        except ValueError as exc:
+            raise Refused(422, "Keep until: a date such as 2031-04-01.", user) from exc
+        until = datetime.combine(day, time(23, 59, 59), tzinfo=render.ZONE)  # the whole day, in the console's zone
+        with as_page(user):
+            body = ExtendBody(until=until, reason=form.get("reason", ""))
+            extend(recording_id, body, request, user.principal, session, services)
     return see_other(f"{PREFIX}/recordings/{recording_id}")
 
 

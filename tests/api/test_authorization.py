@@ -1378,6 +1378,7 @@ OUTSIDE_THE_TABLE = {
             ("POST", "/console/holds/{hold_id}/release"),
             ("POST", "/console/recordings/{recording_id}/notes"),
             ("POST", "/console/recordings/{recording_id}/flag"),
+            ("POST", "/console/recordings/{recording_id}/extend"),
             ("POST", "/console/recordings/{recording_id}/deletion"),
             ("GET", "/console/static/{name}"),
             ("GET", "/console/alerts"),

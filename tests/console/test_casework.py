@@ -265,3 +265,32 @@ def test_search_by_note_text_and_by_hold(
     oscar = signed_in(app, logins["other_officer"])  # south: north's notes find nothing, not even a count
     page = oscar.get("/console/search", params={"note": "refund"})
     assert page.status_code == 200 and loud not in page.text and "0 recordings" in page.text
+
+
+def test_keep_a_recording_longer_never_shorter(
+    client: TestClient, app: FastAPI, world: World, logins: dict[str, Login]
+) -> None:
+    rid = upload(client, world.device)
+    officer = signed_in(app, logins["officer"])
+    path = f"/console/recordings/{rid}"
+
+    def extend(until: str, reason: str = "the court asked us to keep it") -> Any:
+        return officer.post(f"{path}/extend", data={"csrf": page_csrf(officer, path), "until": until, "reason": reason})
+
+    assert extend("2036-04-01").status_code == 303
+    detail = client.get(f"/v1/evidence/{rid}", headers=bearer(world.officer)).json()
+    assert detail["retain_until"].startswith("2036-04-01T14:59:59")  # the end of that day in Tokyo, in UTC
+    (entry,) = _entries(app, Action.RECORDING_EXTEND)
+    assert entry.target == f"recording:{rid}" and entry.purpose == "the court asked us to keep it"
+    shorter = extend("2035-01-01")
+    assert shorter.status_code == 409 and "never shortened" in shorter.text
+    for until, reason, why in [
+        ("01/04/2036", "the court asked us to keep it", "a date such as"),
+        ("2036-04-01", "short", "reason"),
+        ("2001-01-01", "the court asked us to keep it", "future"),
+    ]:
+        refused = extend(until, reason)
+        assert refused.status_code == 422 and why in refused.text, (until, refused.text)
+    assert len(_entries(app, Action.RECORDING_EXTEND)) == 1
+    after = client.get(f"/v1/evidence/{rid}", headers=bearer(world.officer)).json()
+    assert after["retain_until"] == detail["retain_until"]  # nothing refused changed it

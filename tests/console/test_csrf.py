@@ -31,6 +31,7 @@ def _state(app: FastAPI) -> tuple[int | str | None, ...]:
             session.scalar(select(func.count()).where(AccessLog.action == Action.EVIDENCE_READ)) or 0,
             session.scalar(select(func.count()).select_from(RecordingNote)) or 0,
             *session.scalars(select(Recording.incident_category).order_by(Recording.id)),
+            *session.scalars(select(Recording.retain_until).order_by(Recording.id)),
             session.scalar(select(func.count()).select_from(DeletionRequest)) or 0,
         )
 
@@ -55,6 +56,7 @@ def _forms(rid: str, hold_id: str) -> list[tuple[str, dict[str, str]]]:
         (f"/console/holds/{hold_id}/release", {"reason": "case closed by court", "back": rid}),
         (f"/console/recordings/{rid}/notes", {"text": "a forged note"}),
         (f"/console/recordings/{rid}/flag", {"category": "threats"}),
+        (f"/console/recordings/{rid}/extend", {"until": "2036-04-01", "reason": "forged: keep it for ever"}),
         (f"/console/recordings/{rid}/deletion", {"reason": "forged: delete the evidence", "confirm": "yes"}),
         ("/console/sign-out", {}),
     ]

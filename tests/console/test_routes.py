@@ -44,6 +44,12 @@ TABLE: list[tuple[str, str, dict[str, str], tuple[int, ...]]] = [
     ("POST", f"/console/holds/{HOLD}/release", {"reason": "case closed by court"}, (303, 303, 404, 403, 403)),
     ("POST", f"/console/recordings/{RID}/notes", {"text": "called the customer back"}, (303, 303, 404, 403, 403)),
     ("POST", f"/console/recordings/{RID}/flag", {"category": "threats"}, (303, 303, 404, 403, 403)),
+    (
+        "POST",
+        f"/console/recordings/{RID}/extend",
+        {"until": "2036-04-01", "reason": "the court asked us to keep it"},
+        (303, 303, 404, 403, 403),
+    ),
     (  # the officer gets through to the API's rule: still held (the hold placed in the row above), refused
         "POST",
         f"/console/recordings/{RID}/deletion",
