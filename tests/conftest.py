@@ -51,6 +51,22 @@ def _backend_session() -> Iterator[None]:
             BACKENDS.shutdown()
 
 
+# Suites whose subject does not depend on the service's database or object store: the device side
+# (tests/recorder: capture, spool, upload loop, kiosk agent) and the offline verifier and formats
+# (tests/evidence). They run once, in the SQLite run, which keeps `make test` well inside CI's time;
+# the service paths they touch (ingest, export) are tested on both backends in tests/api.
+BACKEND_INDEPENDENT = ("tests/recorder/", "tests/evidence/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not POSTGRES_S3:
+        return
+    skip = pytest.mark.skip(reason="backend-independent: run once, in the SQLite run (tests/conftest.py)")
+    for item in items:
+        if item.nodeid.startswith(BACKEND_INDEPENDENT):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def backend_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Every test's service settings (COUNTERSIGN_DATABASE_URL, _STORE, _S3_*) through the environment.
