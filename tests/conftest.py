@@ -52,10 +52,12 @@ def _backend_session() -> Iterator[None]:
 
 
 # Suites whose subject does not depend on the service's database or object store: the device side
-# (tests/recorder: capture, spool, upload loop, kiosk agent) and the offline verifier and formats
-# (tests/evidence). They run once, in the SQLite run, which keeps `make test` well inside CI's time;
-# the service paths they touch (ingest, export) are tested on both backends in tests/api.
-BACKEND_INDEPENDENT = ("tests/recorder/", "tests/evidence/")
+# (tests/recorder: capture, spool, upload loop, kiosk agent), the officer's CLI (tests/client: its
+# output, files and errors against a live server) and the offline verifier and formats
+# (tests/evidence). They run once, in the SQLite run, which keeps `make test` inside CI's time; the
+# service routes they call are tested on both backends in tests/api, and live servers on PostgreSQL
+# + S3 in tests/e2e.
+BACKEND_INDEPENDENT = ("tests/recorder/", "tests/evidence/", "tests/client/")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
