@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,9 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.alerts import site as site_settings
-from api.console import render
 from api.console.csrf import Form
-from api.console.guard import PREFIX, Refused, as_page, officer_form, see_other
+from api.console.guard import PREFIX, Refused, as_page, local_day, officer_form, see_other
 from api.core.audit import record_event
 from api.core.deps import ServicesDep, live, recording_in_scope
 from api.core.models import Recording, RecordingNote, User, utcnow
@@ -140,11 +139,10 @@ def extend_retention(recording_id: uuid.UUID, request: Request, services: Servic
     """POST /v1/evidence/{id}/extend: kept at least to the end of a local day; never shortened."""
     with services.sessions() as session:
         user = officer_form(services, request, session, form)
-        try:
-            day = datetime.strptime(form.get("until", ""), "%Y-%m-%d").date()
-        except ValueError as exc:
-            raise Refused(422, "Keep until: a date such as 2031-04-01.", user) from exc
-        until = datetime.combine(day, time(23, 59, 59), tzinfo=render.ZONE)  # the whole day, in the console's zone
+        start = local_day(form.get("until", ""), "Keep until", user)
+        if start is None:
+            raise Refused(422, "Keep until: a date such as 2026-04-01", user)
+        until = start + timedelta(days=1, seconds=-1)  # the whole day, in the console's zone
         with as_page(user):
             body = ExtendBody(until=until, reason=form.get("reason", ""))
             extend(recording_id, body, request, user.principal, session, services)

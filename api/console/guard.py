@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, time
 
 from fastapi import HTTPException, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.console import csrf, sessions
+from api.console import csrf, render, sessions
 from api.console.csrf import CsrfRefused
 from api.console.sessions import ConsoleUser
 from api.core.deps import deny
@@ -81,6 +82,16 @@ def as_page(user: ConsoleUser) -> Iterator[None]:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise Refused(422, problems, user) from exc
+
+
+def local_day(value: str | None, field: str, user: ConsoleUser) -> datetime | None:
+    """A date typed in a form (2026-04-01) as the start of that day in the console's zone; None if empty."""
+    if not value:
+        return None
+    try:
+        return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time(), tzinfo=render.ZONE)
+    except ValueError as exc:
+        raise Refused(422, f"{field}: a date such as 2026-04-01", user) from exc
 
 
 def see_other(path: str) -> RedirectResponse:

@@ -14,7 +14,7 @@ never a byte of audio.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
@@ -32,6 +32,7 @@ from api.console.guard import (
     SignInNeeded,
     as_page,
     checked,
+    local_day,
     officer_form,
     see_other,
     signed_in,
@@ -72,15 +73,6 @@ STATUSES = ("open", "complete", "interrupted", "objected")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _day(value: str | None, field: str, user: ConsoleUser) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time(), tzinfo=render.ZONE)
-    except ValueError as exc:
-        raise Refused(422, f"{field}: a date such as 2026-04-01", user) from exc
 
 
 # --------------------------------------------------------------------------- sign-in, sign-out, home
@@ -161,7 +153,7 @@ def search(
 ) -> Response:
     with services.sessions() as session:
         user = signed_in_officer(services, request, session)
-        start, end = _day(since, "from", user), _day(until, "to", user)
+        start, end = local_day(since, "from", user), local_day(until, "to", user)
         flagged = {"yes": True, "no": False}.get(incident or "")
         # Narrowing by device, staff or status happens on a larger page of the site-scoped search.
         narrowed = bool(device or staff or status or held or note)
