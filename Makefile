@@ -9,7 +9,7 @@ PORT   ?= 8000
 # unless you set COUNTERSIGN_ENV=production and COUNTERSIGN_KEY_PASSPHRASE.
 export COUNTERSIGN_ENV ?= development
 
-.PHONY: help install install-dev up demo test lint typecheck pytest pytest-pg bench soak clean
+.PHONY: help install install-dev up demo test lint typecheck pytest pytest-pg pytest-both bench soak clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,7 +64,11 @@ pytest-pg: install-dev ## Run the test suite on PostgreSQL + S3 (moto; starts th
 	./scripts/ensure-postgres.sh
 	COUNTERSIGN_TEST_BACKEND=postgres-s3 $(BIN)/pytest -q -p no:cacheprovider
 
-test: lint typecheck pytest pytest-pg ## Set up and pass lint, types and tests on both backends (what CI runs)
+pytest-both: install-dev ## Run both passes side by side, each line labelled (scripts/test-both.sh)
+	./scripts/ensure-postgres.sh
+	VENV=$(VENV) ./scripts/test-both.sh
+
+test: lint typecheck pytest-both ## Set up and pass lint, types and tests on both backends, side by side (what CI runs)
 
 bench: install-dev ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.ingest
@@ -75,6 +79,8 @@ bench: install-dev ## Run the benchmarks (figures, not tests)
 	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.alerts
 	$(BIN)/python -m bench.kiosk
+	$(BIN)/python -m bench.console_search
+	$(BIN)/python -m bench.console_audio
 
 soak: install-dev ## Soak: 500 devices recording for 10 minutes against one service (~13 min; figures, not a test)
 	$(BIN)/python -m bench.soak

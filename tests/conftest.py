@@ -17,9 +17,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from api import bootstrap
 from api.app import create_app
 from api.bootstrap import InitResult, approve_user, init_data_dir
 from api.core.settings import Settings
+from tests.support import schema_template
 from tests.support.backends import AWS_ENV, AWS_UNSET, BACKENDS, POSTGRES_S3, SERVICE_VARS
 from tests.support.world import World as World  # re-exported: tests import these from here
 from tests.support.world import bearer as bearer
@@ -40,6 +42,9 @@ def _backend_session() -> Iterator[None]:
         # Likewise devices that open many recordings and finish few; tests/api/test_quotas.py sets its own.
         for name, value in GENEROUS_LIMITS.items():
             mp.setenv(name, value)
+        # In-process services start from a copy of one migrated template, not from 14 migrations
+        # each (half a second per test; tests/support/schema_template.py says what still runs them).
+        mp.setattr(bootstrap, "create_schema", schema_template.create_schema)
         if POSTGRES_S3:
             for name, value in AWS_ENV.items():
                 mp.setenv(name, value)
