@@ -57,10 +57,13 @@ class Action(StrEnum):
     AUDIT_EXPORT = "api:audit:export"
     # the web console (api/console)
     CONSOLE_LOGIN_SET = "cli:console:login-set"  # a user's console password and TOTP secret (re)provisioned
+    # an administrator gave an officer or auditor a new console sign-in: a second person approves it again
+    CONSOLE_LOGIN_AWAITS_APPROVAL = "console:login:awaits-approval"
     CONSOLE_SIGN_IN = "console:session:sign-in"  # allowed, or denied (wrong password/code, replay, locked)
     CONSOLE_LOCKED = "console:account:locked"  # too many failures in a row: refused for a while
     CONSOLE_SIGN_OUT = "console:session:sign-out"
     CONSOLE_NOTE_ADD = "console:note:add"  # an officer's note on a recording (its id and length, never its text)
+    CONSOLE_AUDIT_EXPORT = "console:audit:export"  # an auditor downloaded filtered log rows as CSV (the filters)
     # anyone refused
     ACCESS_DENIED = "api:access:denied"
     ACCESS_DENIED_SUMMARY = "api:access:denied-summary"  # failures past the rate, counted (api.core.throttle)

@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.alerts import site as site_settings
@@ -65,19 +65,6 @@ def notes_of(session: Session, recording_id: str) -> list[NoteShown]:
         .order_by(RecordingNote.created_at, RecordingNote.id)
     )
     return [NoteShown(n.id, n.created_at, name, n.text) for n, name in rows]
-
-
-def noted(session: Session, recording_ids: list[str], words: str) -> set[str]:
-    """Of these recordings (already scoped to the officer), those with a note containing `words`
-    (case-insensitive). LIKE's wildcards in `words` are matched literally."""
-    if not recording_ids:
-        return set()
-    escaped = words.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    query = select(RecordingNote.recording_id).where(
-        RecordingNote.recording_id.in_(recording_ids),
-        func.lower(RecordingNote.text).like(f"%{escaped}%", escape="\\"),
-    )
-    return set(session.scalars(query))
 
 
 def context(session: Session, recording: Recording) -> dict[str, Any]:

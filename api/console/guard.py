@@ -44,12 +44,17 @@ def signed_in(session: Session, request: Request) -> ConsoleUser:
     return user
 
 
-def officer(services: Services, request: Request, user: ConsoleUser) -> ConsoleUser:
-    if user.principal.role != "officer":
+def of_role(services: Services, request: Request, user: ConsoleUser, role: str) -> ConsoleUser:
+    """The user if their role is ``role``; else a logged 403 page (each page is for one role)."""
+    if user.principal.role != role:
         why = f"role {user.principal.role} may not do this"
         deny(services, request, 403, why, user.principal.actor)  # logged like the API's refusals
-        raise Refused(403, f"This page is for officers; a {user.principal.role} may not open it.", user)
+        raise Refused(403, f"This page is for {role}s; a {user.principal.role} may not open it.", user)
     return user
+
+
+def officer(services: Services, request: Request, user: ConsoleUser) -> ConsoleUser:
+    return of_role(services, request, user, "officer")
 
 
 def checked(services: Services, request: Request, user: ConsoleUser, form: dict[str, str]) -> None:
@@ -68,6 +73,18 @@ def signed_in_officer(services: Services, request: Request, session: Session) ->
 def officer_form(services: Services, request: Request, session: Session, form: dict[str, str]) -> ConsoleUser:
     """The signed-in officer, whose form carries this session's CSRF token (every officer form's first line)."""
     user = signed_in_officer(services, request, session)
+    checked(services, request, user, form)
+    return user
+
+
+def signed_in_as(services: Services, request: Request, session: Session, role: str) -> ConsoleUser:
+    """The signed-in user of this request, who must hold ``role`` (an auditor's or an admin's page's first line)."""
+    return of_role(services, request, signed_in(session, request), role)
+
+
+def form_as(services: Services, request: Request, session: Session, form: dict[str, str], role: str) -> ConsoleUser:
+    """The signed-in user of ``role`` whose form carries this session's CSRF token (an admin form's first line)."""
+    user = signed_in_as(services, request, session, role)
     checked(services, request, user, form)
     return user
 

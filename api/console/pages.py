@@ -5,8 +5,9 @@ the checks every page starts with (signed in, an officer, the form's CSRF token)
 
 Each page opens its own database session, finds the signed-in user from the cookie (else a
 redirect to the sign-in page), and calls the API's own route functions with that user as the
-principal (list_evidence, show_evidence, create_hold, release_hold, recording_in_scope, list_alerts,
-acknowledge, alert_stream), so scope checks, refusals and audit entries are exactly the API's.
+principal (search_evidence, behind GET /v1/evidence; show_evidence, create_hold, release_hold,
+recording_in_scope, list_alerts, acknowledge, alert_stream), so scope checks, refusals and audit
+entries are exactly the API's.
 Officers only, for now: an admin or auditor gets a 403 page (logged) on every officer page, and
 never a byte of audio.
 """
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.alerts.schemas import AlertAck
-from api.console import accounts, casework, csrf, listen, render, sessions
+from api.console import accounts, admin, audit_log, casework, csrf, handover, listen, render, sessions, waveform
 from api.console.csrf import Form, FormRefused
 from api.console.guard import (
     PREFIX,
@@ -42,12 +43,13 @@ from api.console.sessions import ConsoleUser
 from api.core.audit import record_event
 from api.core.deps import ServicesDep, client_address, deny, live, recording_in_scope, stranger_failed
 from api.core.keys import ZeroKnowledgeRefusal
-from api.core.models import AccessLog, NoticeRow, Recording
+from api.core.models import AccessLog, NoticeRow, Recording, utcnow
 from api.core.services import Services
 from api.retrieval import audio_state, prepare_audio, verify_recording_chain
 from api.routes.alerts import acknowledge, alert_stream, list_alerts
 from api.routes.audit import with_actor_names
-from api.routes.evidence import list_evidence, show_evidence
+from api.routes.evidence import search_evidence, show_evidence
+from api.search import Narrowing
 from evidence import audio
 from evidence.audit_actions import Action
 from evidence.errors import IntegrityError, NoAudio
@@ -63,6 +65,7 @@ STATIC = {
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
     "alerts.js": "text/javascript; charset=utf-8",
+    "player.js": "text/javascript; charset=utf-8",
 }
 SEARCH_LIMIT = 100
 ALERT_LIMIT = 100
@@ -70,6 +73,7 @@ ALERT_LIMIT = 100
 # session again, so a signed-out or disabled officer stops receiving alerts within a minute.
 STREAM_SECONDS = 60.0
 STATUSES = ("open", "complete", "interrupted", "objected")
+NOTE_QUERY_MAX = 200  # the form's maxlength
 
 
 # --------------------------------------------------------------------------- helpers
@@ -155,33 +159,35 @@ def search(
         user = signed_in_officer(services, request, session)
         start, end = local_day(since, "from", user), local_day(until, "to", user)
         flagged = {"yes": True, "no": False}.get(incident or "")
-        # Narrowing by device, staff or status happens on a larger page of the site-scoped search.
-        narrowed = bool(device or staff or status or held or note)
+        if status and status not in STATUSES:
+            raise Refused(422, f"status: one of {', '.join(STATUSES)}", user)
+        if held and held not in ("yes", "no"):
+            raise Refused(422, "held: yes or no", user)
+        if note and len(note) > NOTE_QUERY_MAX:
+            raise Refused(422, f"note text: at most {NOTE_QUERY_MAX} characters", user)
+        # Every filter is in the one scoped SQL statement (api.search.Narrowing), so a match older than
+        # any page of newest rows is found; one row past the page tells whether there are more.
+        narrowing = Narrowing(
+            device=(device or "").strip() or None,
+            staff=(staff or "").strip() or None,
+            status=status or None,
+            held={"yes": True, "no": False}.get(held or ""),
+            note=(note or "").strip() or None,
+            stale_before=utcnow() - timedelta(seconds=services.settings.interrupted_after_seconds),
+        )
         with as_page(user):
-            rows = list_evidence(
-                officer=user.principal,
-                session=session,
-                services=services,
+            rows = search_evidence(
+                user.principal,
+                session,
+                services,
                 site=site or None,
                 since=start,
                 until=end + timedelta(days=1) if end else None,
                 incident=flagged,
-                limit=1000 if narrowed else SEARCH_LIMIT,
-                id_prefix=None,
+                limit=SEARCH_LIMIT + 1,
+                narrowing=narrowing,
             )
-        wanted_device = (device or "").strip().casefold()
-        results = [
-            r
-            for r in rows
-            if (not wanted_device or wanted_device in (r.device_name or "").casefold() or r.device_id == device)
-            and (not staff or (r.staff_code or "") == staff.strip())
-            and (not status or r.status == status)
-            and (held not in ("yes", "no") or bool(r.held_by) == (held == "yes"))
-        ]
-        if note and note.strip():  # among the recordings the officer may see, past the scope checks above
-            noted = casework.noted(session, [r.id for r in results], note.strip())
-            results = [r for r in results if r.id in noted]
-        results = results[:SEARCH_LIMIT]
+        results, more = rows[:SEARCH_LIMIT], len(rows) > SEARCH_LIMIT
     query = {"site": site or "", "from": since or "", "to": until or "", "device": device or "",
              "staff": staff or "", "incident": incident or "", "status": status or "",
              "held": held or "", "note": note or ""}  # fmt: skip
@@ -193,6 +199,7 @@ def search(
         sites=sorted(user.principal.sites),
         statuses=STATUSES,
         limit=SEARCH_LIMIT,
+        more=more,
     )
 
 
@@ -406,6 +413,10 @@ def install(app: FastAPI) -> None:
     """The routes, and the two console outcomes every page may end in: sign in first, or a refusal page."""
     app.include_router(router)
     app.include_router(casework.router)  # notes, incident flag, deletion request (api/console/casework.py)
+    app.include_router(audit_log.router)  # auditors' log browser, status, CSV export (api/console/audit_log.py)
+    app.include_router(admin.router)  # administrators' users, devices, sites (api/console/admin.py)
+    app.include_router(handover.router)  # deletion approval, bundle export (api/console/handover.py)
+    app.include_router(waveform.router)  # the player's waveform, under the listening grant (api/console/waveform.py)
 
     async def _sign_in_first(_request: Request, _exc: Exception) -> Response:
         return see_other(f"{PREFIX}/sign-in")

@@ -267,6 +267,16 @@ Index(
     postgresql_where=_live_incidents,
     sqlite_where=_live_incidents,
 )
+# The console's narrowed search (held, status, staff, device, note: api.search.Narrowing) walks live
+# recordings newest first; without it the walk reads every purged row too (bench/console_search.py).
+_live = Recording.purge_state.is_(None)
+Index(
+    "ix_recordings_live_site_started",
+    Recording.site_id,
+    Recording.started_at.desc(),
+    postgresql_where=_live,
+    sqlite_where=_live,
+)
 
 # Per-device open-recording quota (api.ingest): counting a device's open recordings reads only
 # this partial index, which holds open recordings alone (a handful per device), never its history.

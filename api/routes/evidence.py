@@ -17,16 +17,17 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.core.audit import record_committed, record_event
-from api.core.deps import OfficerDep, ServicesDep, SessionDep, live, recording_in_scope
+from api.core.deps import OfficerDep, Principal, ServicesDep, SessionDep, live, recording_in_scope
 from api.core.keys import ZeroKnowledgeRefusal
 from api.core.models import Device, Recording, iso, utcnow
 from api.core.responses import AUTHED, BODY, INPUT, answers, json_refusals
 from api.core.services import Services
 from api.retrieval import audio_state, prepare_audio, segments_of
 from api.schemas import AudioRequest, RecordingDetail, RecordingPublic, SegmentPublic
-from api.search import evidence_search
+from api.search import Narrowing, evidence_search
 from evidence import audio
 from evidence.audit_actions import Action
 from evidence.errors import EvidenceError, IntegrityError, NoAudio
@@ -105,16 +106,35 @@ def list_evidence(
         ),
     ] = None,
 ) -> list[RecordingPublic]:
+    return search_evidence(officer, session, services, site, since, until, incident, limit, id_prefix)
+
+
+def search_evidence(
+    officer: Principal,
+    session: Session,
+    services: Services,
+    site: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    incident: bool | None,
+    limit: int,
+    id_prefix: str | None = None,
+    narrowing: Narrowing | None = None,
+) -> list[RecordingPublic]:
+    """GET /v1/evidence's search, and the console's with its further filters (`narrowing`, in the
+    same SQL statement): scoped to the officer's sites, logged, newest first, at most `limit`."""
     if (since is not None and since.tzinfo is None) or (until is not None and until.tzinfo is None):
         raise HTTPException(422, "since and until need a time zone, e.g. 2024-05-01T00:00:00+09:00")
     sites = officer.sites if site is None else officer.sites & {site}
-    rows = list(session.execute(evidence_search(sites, since, until, incident, limit, id_prefix)))
+    holds = active_holds(session)  # before the query: the held filter is about these very holds
+    rows = list(session.execute(evidence_search(sites, since, until, incident, limit, id_prefix, narrowing, holds)))
     detail: dict[str, object] = {"site": site, "results": len(rows)}
     if id_prefix is not None:
         detail["id_prefix"] = id_prefix
+    if narrowing is not None:  # which filters, never their values (note words could echo a note's text)
+        detail["narrowed_by"] = narrowing.used()
     record_event(session, actor=officer.actor, action=Action.EVIDENCE_LIST, detail=detail)
     session.commit()
-    holds = active_holds(session)
     return [_public(r, services.settings.interrupted_after_seconds, holds, name) for r, name in rows]
 
 

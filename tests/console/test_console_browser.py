@@ -1,5 +1,6 @@
 """The console in a real browser (Debian's chromium through chromium-driver): sign in with TOTP, search,
-open a recording, state a purpose, play it to the end, place a hold and release it, add a note.
+open a recording, state a purpose, play it to the end, place a hold, try to delete it (refused),
+release the hold, add a note, export a bundle that the bundle verifier accepts.
 
 The app runs in uvicorn in a thread (the test's own service, with the World built through the
 API). An ASGI wrapper notes when each audio request arrived, so the test can check that the
@@ -11,9 +12,12 @@ skipped on postgres-s3, as tests/e2e/test_kiosk_browser.py is.
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -21,6 +25,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from nacl.public import PrivateKey
 from sqlalchemy import select
 
 from api.core.models import AccessLog
@@ -30,6 +35,7 @@ from tests.console.support import PASSWORD, Login, services_of
 from tests.support.backends import POSTGRES_S3
 from tests.support.browser import chromium, console_errors, wait_for_script
 from tests.support.retention_support import upload
+from tests.support.verifier import run_verify
 
 pytestmark = [
     pytest.mark.browser,
@@ -76,7 +82,12 @@ def served(app: FastAPI, client: TestClient) -> Iterator[tuple[str, AudioRequest
 
 
 def test_officer_signs_in_listens_and_holds(
-    app: FastAPI, client: TestClient, world: World, logins: dict[str, Login], served: tuple[str, AudioRequests]
+    app: FastAPI,
+    client: TestClient,
+    world: World,
+    logins: dict[str, Login],
+    served: tuple[str, AudioRequests],
+    tmp_path: Path,
 ) -> None:
     base, audio_requests = served
     rid = upload(client, world.device, segments=2)
@@ -116,6 +127,17 @@ def test_officer_signs_in_listens_and_holds(
         assert any(r["range"] for r in audio_requests.seen) and all(
             r["status"] in (200, 206) for r in audio_requests.seen
         )
+        # The waveform (under the same grant) finds the moment: a click at its middle seeks to half the
+        # duration, and the playhead follows. The element seeks by range requests (206s), from the
+        # server or from what it already buffered of them.
+        assert wait_for_script(driver, "var w = document.getElementById('waveform'); return w.complete") is True
+        assert driver.execute_script("return document.getElementById('waveform').naturalWidth") > 0  # it loaded
+        driver.find_element(By.ID, "waveform").click()  # WebDriver clicks an element at its centre
+        position = driver.execute_script("return document.getElementById('player').currentTime")
+        assert abs(position - duration / 2) < 0.05
+        playhead = driver.execute_script("return document.getElementById('playhead').style.left")
+        assert abs(float(playhead.rstrip("%")) - 50) < 2.5
+        assert any(r["status"] == 206 for r in audio_requests.seen)
 
         driver.get(f"{base}/console/recordings/{rid}")
         driver.find_element(By.ID, "case-ref").send_keys("CASE-<b>42</b>")
@@ -123,6 +145,15 @@ def test_officer_signs_in_listens_and_holds(
         driver.find_element(By.ID, "place-hold").click()
         wait_for_script(driver, "return !!document.querySelector('td.case-ref')")
         assert driver.find_element(By.CSS_SELECTOR, "td.case-ref").text == "CASE-<b>42</b>"  # text, not markup
+        driver.find_element(By.ID, "deletion-reason").send_keys("recorded by mistake, no incident")
+        driver.find_element(By.ID, "deletion-confirm").click()
+        driver.find_element(By.ID, "request-deletion").click()  # held: the API refuses, the page says why
+        wait_for_script(driver, "return !!document.getElementById('refusal')")
+        assert "legal hold" in driver.find_element(By.ID, "refusal").text
+        (refused,) = console_errors(driver)  # the refusal's own 409, and nothing else (reading the log empties it)
+        assert "/deletion" in refused and "409" in refused
+        driver.get(f"{base}/console/recordings/{rid}")
+        assert not driver.find_elements(By.ID, "deletion-requested")  # nothing was asked
         driver.find_element(By.CSS_SELECTOR, "input.release-reason").send_keys("case closed by the court")
         driver.find_element(By.CSS_SELECTOR, "button.release").click()
         wait_for_script(driver, "return !!document.getElementById('no-holds')")
@@ -135,6 +166,31 @@ def test_officer_signs_in_listens_and_holds(
         assert driver.find_element(By.CSS_SELECTOR, "p.note-text").text == note  # text, line break kept, not markup
         assert driver.execute_script("return document.querySelectorAll('#notes script, #notes img').length") == 0
         assert driver.title != "ran"
+
+        # The export downloads the zip; the recipient's key pair is what their `verify.py keygen` makes.
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        recipient = PrivateKey.generate()
+        driver.find_element(By.ID, "export-case-ref").send_keys("K-2026-001")
+        driver.find_element(By.ID, "export-purpose").send_keys("handed to the police for case K-2026-001")
+        driver.find_element(By.ID, "export-recipient").send_keys("Station 7")
+        driver.find_element(By.ID, "export-key").send_keys(bytes(recipient.public_key).hex())
+        driver.find_element(By.ID, "export").click()
+        bundle = downloads / f"evidence-{rid}.zip"
+        deadline = time.time() + 60
+        while not (bundle.exists() and not list(downloads.glob("*.crdownload"))) and time.time() < deadline:
+            time.sleep(0.2)
+        assert bundle.exists(), sorted(p.name for p in downloads.iterdir())
+        (tmp_path / "recipient.key").write_text(bytes(recipient).hex() + "\n")
+        # verify.py as a script, in a process of its own (the PyNaCl-only virtualenv run is tests/evidence's)
+        checked = run_verify(Path(sys.executable), tmp_path, str(bundle), "--key", "recipient.key", "--json")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        report = json.loads(checked.stdout)
+        assert report["verdict"] == "VALID"
+        (export,) = [e for e in report["custody"] if e["action"] == Action.EVIDENCE_EXPORT]
+        assert export["purpose"] == "handed to the police for case K-2026-001"
+        assert export["detail"]["case_ref"] == "K-2026-001"
         driver.find_element(By.ID, "sign-out").click()
         wait_for_script(driver, "return !!document.getElementById('sign-in')")
         assert driver.current_url == f"{base}/console/sign-in"
