@@ -8,7 +8,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from consent.catalogue import Notice, pick
 from tests.conftest import REPO, Deployment, cli_env
 from tests.support.capture_process import start_capture
 from tests.support.pulse import MONITOR_SOURCE, start_pulseaudio
+from tests.support.real_recording import record_speech
 from tests.support.similarity import SIMILARITY_THRESHOLD, contains_speech, envelope_similarity
-from tests.support.sounds import play_into_sink_and_wait, read_wav, speak_to_wav
+from tests.support.sounds import read_wav, speak_to_wav
 from tests.support.verifier import run_verify
 
 pytestmark = pytest.mark.audio
@@ -35,30 +35,8 @@ SEGMENT_SECONDS = 1.0
 
 def test_speech_through_pulseaudio_round_trip(deployment: Deployment, tmp_path: Path, bare_python: Path) -> None:
     """Speech in, evidence out: the officer hears it, and a stranger verifies the exported bundle."""
-    reference_path = speak_to_wav(SENTENCE, tmp_path / "reference.wav")
-    reference, rate = read_wav(reference_path)
-    speech_seconds = len(reference) / rate
-    duration = speech_seconds + 4.0  # room for the stream to start and for the tail
-    with start_pulseaudio() as pulse:
-        env = {**cli_env(), **pulse.pulse_vars(source=MONITOR_SOURCE)}
-        recorder = subprocess.Popen(
-            [sys.executable, "-m", "countersign", "recorder", "record", "--home", str(deployment.home),
-             "--input-device", "pulse", "--consent", "given", "--language", "en",
-             "--segment-seconds", str(SEGMENT_SECONDS), "--duration", f"{duration:.1f}"],
-            env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert recorder.stderr is not None
-        # Wait until the recorder has its stream open: the first segment is spooled ~1 s later,
-        # and speech played before capture starts would simply be missing.
-        deadline = time.monotonic() + 30
-        spool = deployment.home / "spool"
-        while time.monotonic() < deadline and not list(spool.glob("*/000000.json")):
-            assert recorder.poll() is None, recorder.communicate()
-            time.sleep(0.05)
-        play_into_sink_and_wait(pulse, reference_path)
-        out, err = recorder.communicate(timeout=duration + 60)
-    assert recorder.returncode == 0, err
-    assert "uploaded" in out, out + err
+    recorded = record_speech(deployment, tmp_path, SENTENCE, SEGMENT_SECONDS)
+    reference, rate, duration = recorded.reference, recorded.rate, recorded.seconds
 
     headers = {"Authorization": f"Bearer {deployment.officer_token}"}
     listed = httpx.get(f"{deployment.server.url}/v1/evidence", headers=headers).json()
