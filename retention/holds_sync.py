@@ -13,7 +13,7 @@ bypassing client could delete.
 - *Placing* a hold (retention.routes.holds) sets the store holds **before** the hold's transaction
   commits; if the store fails, the transaction is rolled back and nothing is held. After the
   commit a catch-up pass holds segments whose upload raced the placement.
-- *Uploading* a segment (api.ingest.add_segment): put → store hold (if an active hold covers the
+- *Uploading* a segment (api.ingest.check_segment, then write_segment): put → store hold (if an active hold covers the
   recording) → commit the row. A crash in between leaves an object without a row, which the
   device's retry (the same bytes: a no-op put) completes.
 - *Flagging* a recording into a scoped hold's category sets its store holds before the commit.
@@ -189,9 +189,14 @@ def held_objects(store: BlobStore, keys: Iterable[str]) -> list[str]:
     return found
 
 
-def check_store_holds(session: Session, store: BlobStore, ids: Sequence[str]) -> dict[str, str]:
+def check_store_holds(
+    session: Session, store: BlobStore, ids: Sequence[str], facts: Sequence[RecordingFacts] | None = None
+) -> dict[str, str]:
     """For recordings about to be purged (no active hold covers them): release store holds a released
-    hold explains, and return {id: why} for those the store still holds, which must not be shredded."""
+    hold explains, and return {id: why} for those the store still holds, which must not be shredded.
+
+    ``facts``: the recordings' facts, when the caller has just read them in this session (the purge's
+    store check), so they are not read again; otherwise they are read here."""
     if not ids:
         return {}
     released = [
@@ -200,20 +205,20 @@ def check_store_holds(session: Session, store: BlobStore, ids: Sequence[str]) ->
     ]
     keys = object_keys(session, ids)
     refused: dict[str, str] = {}
-    for facts in _facts(session, ids):
-        held = held_objects(store, keys[facts.id])
+    for rec in _facts(session, ids) if facts is None else facts:
+        held = held_objects(store, keys[rec.id])
         if not held:
             continue
-        explained = sorted({h.case_ref for h in covering_holds(facts, released)})
+        explained = sorted({h.case_ref for h in covering_holds(rec, released)})
         if explained:
-            log.info("recording %s: releasing store holds left by released hold(s) %s", facts.id, explained)
+            log.info("recording %s: releasing store holds left by released hold(s) %s", rec.id, explained)
             try:
                 hold_objects(store, held, on=False)
                 continue
             except Exception as exc:
-                refused[facts.id] = f"the store still holds {held[0]} and could not release it ({exc}); not shredded"
+                refused[rec.id] = f"the store still holds {held[0]} and could not release it ({exc}); not shredded"
                 continue
-        refused[facts.id] = (
+        refused[rec.id] = (
             f"the object store holds {held[0]}"
             + (f" and {len(held) - 1} more" if len(held) > 1 else "")
             + " under a legal hold that no hold in Countersign explains (placed outside the service, or by a "

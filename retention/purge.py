@@ -49,7 +49,7 @@ from typing import Any
 
 import nacl.exceptions
 import nacl.signing
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit import record_events
@@ -66,6 +66,12 @@ from retention.policy import Rule
 from retention.store import FACT_COLUMNS, active_holds, facts_from_row, purge_state_is, rules_in_force
 
 SHREDDING, PURGED = "shredding", "purged"
+# The tables themselves: the purge's statements are Core (set-based, no ORM unit of work or bulk-persistence layer).
+_REC: Table = Recording.__table__  # type: ignore[assignment]
+_TOMB: Table = Tombstone.__table__  # type: ignore[assignment]
+_SEG: Table = Segment.__table__  # type: ignore[assignment]
+_SEALED: Table = SealedKey.__table__  # type: ignore[assignment]
+_NOTES: Table = RecordingNote.__table__  # type: ignore[assignment]
 DELETION_RECORD_TYPE = "countersign/deletion-record"
 DELETION_RECORD_VERSION = 1
 _RECORD_DOMAIN = b"countersign/deletion-record/v1\x00"
@@ -113,23 +119,27 @@ class ShredOutcome:
 def claim(session: Session, ids: Sequence[str], from_state: str | None, to_state: str) -> list[str]:
     """Move recordings from one purge state to the next; return the ids this caller won.
 
-    The compare-and-set is what makes concurrent runs safe. On SQLite writers
-    are serialised and the loser's UPDATE matches nothing; on PostgreSQL the
-    SELECT ... FOR UPDATE SKIP LOCKED makes a second worker skip rows the first
-    holds instead of waiting for them (SQLAlchemy renders nothing for it on SQLite).
+    The compare-and-set is what makes concurrent runs safe: the UPDATE changes only rows still in
+    ``from_state`` and RETURNING names the ones it changed. On SQLite writers are serialised, so the
+    UPDATE alone is the compare-and-set and the loser's matches nothing. On PostgreSQL a
+    SELECT ... FOR UPDATE SKIP LOCKED first makes a second worker skip rows the first holds instead
+    of waiting for them. Core statements on the session's connection: no ORM compile step, and no
+    identity map to synchronise (the purge never loads Recording objects).
     """
     if not ids:
         return []
-    state = purge_state_is(from_state)  # by primary key: never let the planner walk the purge index instead
-    free = list(
-        session.scalars(select(Recording.id).where(Recording.id.in_(ids), state).with_for_update(skip_locked=True))
+    state = func.coalesce(_REC.c.purge_state, "") == (from_state or "")  # by primary key (store.purge_state_is)
+    connection = session.connection()
+    free: Sequence[str] = ids
+    if connection.dialect.name == "postgresql":
+        locked = select(_REC.c.id).where(_REC.c.id.in_(ids), state).with_for_update(skip_locked=True)
+        free = list(connection.execute(locked).scalars())
+        if not free:
+            return []
+    won = connection.execute(
+        update(_REC).where(_REC.c.id.in_(free), state).values(purge_state=to_state).returning(_REC.c.id)
     )
-    if not free:
-        return []
-    won = session.scalars(
-        update(Recording).where(Recording.id.in_(free), state).values(purge_state=to_state).returning(Recording.id)
-    )
-    return sorted(won)
+    return sorted(won.scalars())
 
 
 def _lock_holds(session: Session) -> None:
@@ -167,9 +177,10 @@ def store_check(
     those whose objects the store still holds ({id: why}). They are not shredded: shredding them
     would destroy the only key to audio that the store keeps anyway (retention.holds_sync)."""
     rules, holds = rules_in_force(session), active_holds(session)
-    rows = session.execute(select(*FACT_COLUMNS).where(Recording.id.in_(ids), purge_state_is(None)))
-    going = [r.id for r in rows if isinstance(_verdict(facts_from_row(r), rules, holds, now, early_reason), Purge)]
-    return check_store_holds(session, store, sorted(going))
+    query = select(*FACT_COLUMNS).where(Recording.id.in_(ids), purge_state_is(None)).order_by(Recording.id)
+    facts = [facts_from_row(r) for r in session.connection().execute(query)]  # Core rows: no ORM loading
+    going = [f for f in facts if isinstance(_verdict(f, rules, holds, now, early_reason), Purge)]
+    return check_store_holds(session, store, [f.id for f in going], facts=going)
 
 
 def shred(
@@ -189,12 +200,13 @@ def shred(
         return outcome
     _lock_holds(session)
     rules, holds = rules_in_force(session), active_holds(session)
-    rows = session.execute(
+    connection = session.connection()  # the rest is Core on the transaction's connection: columns, not objects
+    rows = connection.execute(
         select(*FACT_COLUMNS, Recording.ended_at).where(Recording.id.in_(won)).order_by(Recording.id)
     ).all()
     key_ids: dict[str, list[str]] = {rid: [] for rid in won}
     sealed = select(SealedKey.recording_id, SealedKey.key_id).where(SealedKey.recording_id.in_(won))
-    for rid, key_id in session.execute(sealed.order_by(SealedKey.recording_id, SealedKey.key_id)):
+    for rid, key_id in connection.execute(sealed.order_by(SealedKey.recording_id, SealedKey.key_id)):
         key_ids[rid].append(key_id)
     keep: list[str] = []
     tombstones: list[dict[str, Any]] = []
@@ -236,17 +248,14 @@ def shred(
         )
         outcome.shredded.append(row.id)
     if keep:  # un-claim: nobody else saw the claim, this transaction holds the lock
-        session.execute(
-            update(Recording).where(Recording.id.in_(keep)).values(purge_state=None),
-            execution_options={"synchronize_session": False},
-        )
+        connection.execute(update(_REC).where(_REC.c.id.in_(keep)).values(purge_state=None))
     if outcome.shredded:
         # The shredding itself: one statement for the batch, in the transaction that holds the claims;
         # then every tombstone in one executemany and every audit entry in one batched append.
-        session.execute(delete(SealedKey).where(SealedKey.recording_id.in_(outcome.shredded)))
+        connection.execute(delete(_SEALED).where(_SEALED.c.recording_id.in_(outcome.shredded)))
         # Officers' notes describe what was said: they go with the keys, not with the audit trail.
-        session.execute(delete(RecordingNote).where(RecordingNote.recording_id.in_(outcome.shredded)))
-        session.execute(insert(Tombstone), tombstones)
+        connection.execute(delete(_NOTES).where(_NOTES.c.recording_id.in_(outcome.shredded)))
+        connection.execute(insert(_TOMB), tombstones)
         record_events(session, events)
     return outcome
 
@@ -254,7 +263,7 @@ def shred(
 # --------------------------------------------------------------------------- step 2: objects
 
 
-DELETE_WORKERS = 8  # recordings whose objects are deleted at once: unlinks and S3 requests wait on I/O
+DELETE_WORKERS = 8  # recordings whose objects are deleted at once (S3 requests wait on the network); see delete_all
 
 
 def delete_objects(store: BlobStore, keys: Sequence[str]) -> None:
@@ -267,8 +276,14 @@ def delete_objects(store: BlobStore, keys: Sequence[str]) -> None:
 
 def delete_all(store: BlobStore, keys: dict[str, list[str]]) -> dict[str, BaseException | None]:
     """Step 2 for a batch: each recording's objects in turn, several recordings at once (the
-    store calls wait on the disk or the network, so threads overlap them). {id: its error or None}."""
-    if len(keys) <= 1:
+    store calls wait on the network, so threads overlap them). {id: its error or None}.
+
+    A store may say how many deletes are worth running at once (``delete_workers``): the
+    filesystem store says 1, as an unlink is a short local call that threads only make dearer
+    (thread start-up and GIL hand-offs cost more CPU than they overlap). In that case, or for a
+    single recording, the deletes run in this thread, in order; the outcome is the same."""
+    workers = min(DELETE_WORKERS, getattr(store, "delete_workers", DELETE_WORKERS), len(keys))
+    if workers <= 1:  # one recording, or a store whose deletes gain nothing from threads (local files)
         outcome: dict[str, BaseException | None] = {}
         for rid, its in keys.items():
             try:
@@ -277,7 +292,7 @@ def delete_all(store: BlobStore, keys: dict[str, list[str]]) -> dict[str, BaseEx
             except Exception as exc:
                 outcome[rid] = exc
         return outcome
-    with ThreadPoolExecutor(max_workers=min(DELETE_WORKERS, len(keys)), thread_name_prefix="purge-delete") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="purge-delete") as pool:
         futures: dict[str, Future[None]] = {rid: pool.submit(delete_objects, store, its) for rid, its in keys.items()}
     found = {rid: future.exception() for rid, future in futures.items()}
     for error in found.values():
@@ -289,8 +304,9 @@ def delete_all(store: BlobStore, keys: dict[str, list[str]]) -> dict[str, BaseEx
 # --------------------------------------------------------------------------- step 3: finalise
 
 
-def _sign(key: nacl.signing.SigningKey, record: dict[str, Any]) -> bytes:
-    return key.sign(_RECORD_DOMAIN + canonical_json(record)).signature
+def _sign(key: nacl.signing.SigningKey, canonical_record: bytes) -> bytes:
+    """Sign a deletion record given as its canonical JSON (verify_deletion_record checks the same bytes)."""
+    return key.sign(_RECORD_DOMAIN + canonical_record).signature
 
 
 def verify_deletion_record(record: dict[str, Any], signature: bytes, public_key: bytes) -> None:
@@ -310,17 +326,16 @@ def finalise(session: Session, ids: Sequence[str], *, now: datetime, key: nacl.s
     won = claim(session, ids, SHREDDING, PURGED)
     if not won:
         return won
+    connection = session.connection()  # Core on the transaction's connection, as in shred
     recordings = {
         r.id: r
-        for r in session.execute(
-            select(Recording.id, Recording.header, Recording.head_hash).where(Recording.id.in_(won))
-        )
+        for r in connection.execute(select(_REC.c.id, _REC.c.header, _REC.c.head_hash).where(_REC.c.id.in_(won)))
     }
-    tomb_columns = [getattr(Tombstone, c) for c in _TOMB_COLUMNS]
-    tombs = {t.recording_id: t for t in session.execute(select(*tomb_columns).where(Tombstone.recording_id.in_(won)))}
+    tomb_columns = [_TOMB.c[c] for c in _TOMB_COLUMNS]
+    tombs = {t.recording_id: t for t in connection.execute(select(*tomb_columns).where(_TOMB.c.recording_id.in_(won)))}
     segments: dict[str, list[tuple[bytes, int]]] = {rid: [] for rid in won}
-    query = select(Segment.recording_id, Segment.ciphertext_sha256, Segment.size).where(Segment.recording_id.in_(won))
-    for rid, digest, size in session.execute(query.order_by(Segment.recording_id, Segment.index)):
+    query = select(_SEG.c.recording_id, _SEG.c.ciphertext_sha256, _SEG.c.size).where(_SEG.c.recording_id.in_(won))
+    for rid, digest, size in connection.execute(query.order_by(_SEG.c.recording_id, _SEG.c.index)):
         segments[rid].append((digest, size))
     updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -331,12 +346,14 @@ def finalise(session: Session, ids: Sequence[str], *, now: datetime, key: nacl.s
         values, event = _complete_tombstone(tomb, recording, segments[rid], now, key)
         updates.append(values)
         events.append(event)
-    session.execute(update(Tombstone), updates)  # bulk UPDATE by primary key (executemany)
-    session.execute(delete(Segment).where(Segment.recording_id.in_(won)))
+    connection.execute(_COMPLETE_TOMBSTONE, updates)  # one executemany UPDATE by primary key
+    connection.execute(delete(_SEG).where(_SEG.c.recording_id.in_(won)))
     record_events(session, events)
     return won
 
 
+# The completion, by primary key: the SET columns are the parameters' keys (all but "tomb_id").
+_COMPLETE_TOMBSTONE = update(_TOMB).where(_TOMB.c.recording_id == bindparam("tomb_id"))
 _TOMB_COLUMNS = (
     "recording_id",
     "site_id",
@@ -379,9 +396,10 @@ def _complete_tombstone(
         "head_hash": recording.head_hash.hex(),
         "ciphertext_sha256_digest": digest.hex(),
     }
-    signature = _sign(key, record)
+    signed = canonical_json(record)  # the bytes signed, and hashed for the audit entry
+    signature = _sign(key, signed)
     values = {
-        "recording_id": recording.id,
+        "tomb_id": recording.id,
         "purged_at": now,
         "segment_count": len(segments),
         "bytes_total": total,
@@ -397,7 +415,7 @@ def _complete_tombstone(
         "detail": {
             "rule": tomb.rule,
             "segments": len(segments),
-            "record_sha256": hashlib.sha256(canonical_json(record)).hexdigest(),
+            "record_sha256": hashlib.sha256(signed).hexdigest(),
             "signature": signature.hex(),
         },
     }

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit import SIGNER_KEY, CheckpointPolicy
 from api.core.db import make_engine, make_sessionmaker
+from api.core.group_commit import GroupCommitter
 from api.core.keys import KeyCustodian
 from api.core.settings import Settings
 from api.core.storage import BlobStore
@@ -26,6 +27,13 @@ class Services:
     keys: KeyCustodian
     # Unauthenticated failures (bad tokens, bad enrolment codes) per client address (api.core.deps.deny).
     failures: FailureThrottle = field(default_factory=FailureThrottle)
+    _writer: GroupCommitter | None = field(default=None, repr=False)
+
+    def writer(self) -> GroupCommitter:
+        """The process's group committer for uploads' writes (made on first use, for this engine)."""
+        if self._writer is None:
+            self._writer = GroupCommitter(self.sessions)
+        return self._writer
 
 
 def make_store(settings: Settings) -> BlobStore:

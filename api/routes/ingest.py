@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
@@ -12,11 +12,20 @@ from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.concurrency import run_in_threadpool
 
 from api.alerts.lifecycle import incident_alert, wake_worker
-from api.core.audit import CHECKPOINT_DEFER
 from api.core.deps import DeviceDep, ServicesDep, SessionDep
 from api.core.models import Device
 from api.core.responses import AUTHED, BODY, INPUT, answers
-from api.ingest import Quotas, SegmentUpload, add_segment, create_recording, own_recording
+from api.ingest import (
+    CheckedSegment,
+    OverQuota,
+    Quotas,
+    SegmentUpload,
+    check_segment,
+    create_recording,
+    own_recording,
+    refuse_over_quota,
+    write_segment,
+)
 from api.schemas import IncidentFlag, RecordingCreate
 from evidence import wire
 from evidence.errors import FormatError
@@ -125,23 +134,34 @@ async def upload_segment(
         body=body,
     )
 
-    # The database and the fsync are blocking: one thread hand-off for all of it, with a session of
-    # its own (authentication closed its own before the body was read, so a slow body holds none).
-    deferred: list[Callable[[], object]] = []
+    quotas = Quotas.from_settings(services.settings)
 
-    def store() -> bool:
+    # Reading, verifying and the object's fsync are blocking: one thread of the pool, with a read
+    # session of its own (authentication closed its own before the body was read, so a slow body
+    # holds none), and no write lock.
+    def check() -> CheckedSegment | None:
         with services.sessions() as session:
-            session.info[CHECKPOINT_DEFER] = deferred
-            quotas = Quotas.from_settings(services.settings)
-            created = add_segment(session, services.store, principal, recording_id, upload, quotas)
-            if created:  # (a repeat wrote nothing)
-                session.commit()  # durable (object fsynced before, row and audit entry now): then 201
-            return created
+            return check_segment(session, services.store, principal, recording_id, upload, quotas)
 
-    created = await run_in_threadpool(store)
+    checked = await run_in_threadpool(check)
+    if checked is None:  # an idempotent repeat: nothing to write
+        return Response(status_code=200)
+    # The writes join whatever other uploads are committing now (api.core.group_commit); the
+    # answer waits for that commit, so a 201 still means the segment and its audit entry are durable.
+    try:
+        committed = await services.writer().run(functools.partial(write_segment, checked=checked, quotas=quotas))
+    except OverQuota as exc:
+        used = exc.used
+
+        def refuse() -> HTTPException:
+            with services.sessions() as session:
+                return refuse_over_quota(session, checked, used, quotas)
+
+        raise await run_in_threadpool(refuse) from None
     # An audit checkpoint that fell due is signed after the answer has gone out (api.core.audit).
+    deferred = committed.deferred
     background = BackgroundTasks([BackgroundTask(job) for job in deferred]) if deferred else None
-    return Response(status_code=201 if created else 200, background=background)
+    return Response(status_code=201, background=background)
 
 
 @router.post(wire.INTERRUPT, responses=answers(AUTHED, INPUT, NOT_OURS))

@@ -30,10 +30,11 @@ from evidence.audit_log import verify_export
 from tests.conftest import Deployment, World, bearer
 from tests.support.factories import SimRecording
 
-# Per new segment: the token (1), everything the upload checks (1), the legal-hold lookup (1), the
-# quota charge (1), the segment row (1), the chain head's compare-and-set (1), the audit entry (3:
-# bump the head returning seq and chain hash, insert the entry, move the head's chain hash).
-STATEMENTS_PER_UPLOAD = 9
+# Per new segment: the token (1), everything the upload checks (1, with whether its site has an
+# active hold: none here, so no hold lookup), the chain head's compare-and-set (1), the quota charge
+# (1), the segment row (1), the audit entry (3: bump the head returning seq and chain hash, insert
+# the entry, move the head's chain hash). With a hold on the site, the lookup adds one.
+STATEMENTS_PER_UPLOAD = 8
 
 
 @pytest.fixture

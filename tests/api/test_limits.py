@@ -149,7 +149,7 @@ def test_a_full_disk_answers_507_and_loses_nothing(
     store = services(client).store
     real_put = store.put
 
-    def full(key: str, data: bytes) -> None:
+    def full(key: str, data: bytes, *, replace: bool = True) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store, "put", full)

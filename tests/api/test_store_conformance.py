@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from api.core.storage import BlobStore, ObjectHeld, ObjectMissing
+from api.core.storage import BlobStore, ObjectExists, ObjectHeld, ObjectMissing
 from api.core.storage.filesystem import FilesystemStore
 from api.core.storage.interface import segment_key
 from api.core.storage.s3 import S3Store, UploadCorrupted
@@ -128,6 +129,39 @@ def test_same_bytes_again_is_a_no_op_and_other_bytes_replace(store: BlobStore) -
     store.put(KEY, b"second, longer")
     assert store.get(KEY) == b"second, longer"
     assert list(store.list()) == [KEY]
+
+
+def test_not_replacing_keeps_the_first_bytes_and_says_so(store: BlobStore) -> None:
+    store.put(KEY, b"first", replace=False)
+    store.put(KEY, b"first", replace=False)  # a retry of the same bytes
+    with pytest.raises(ObjectExists):
+        store.put(KEY, b"second", replace=False)
+    assert store.get(KEY) == b"first"
+    assert list(store.list()) == [KEY]  # no temporary file or version left visible
+
+
+def test_racing_puts_of_different_bytes_store_exactly_one(store: BlobStore) -> None:
+    """Two uploads of one segment index with other bytes at once (a device's key used twice): one wins, whole."""
+    copies = [os.urandom(50_000) for _ in range(6)]
+    outcomes: dict[int, str] = {}
+    go = threading.Barrier(len(copies))
+
+    def put(n: int) -> None:
+        go.wait()
+        try:
+            store.put(KEY, copies[n], replace=False)
+            outcomes[n] = "stored"
+        except ObjectExists:
+            outcomes[n] = "refused"
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(len(copies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stored = [n for n, outcome in outcomes.items() if outcome == "stored"]
+    assert len(outcomes) == len(copies) and len(stored) == 1, outcomes
+    assert store.get(KEY) == copies[stored[0]]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from api.core.audit import SIGNER_KEY, last_own_entry, record_events
 from api.core.models import AccessLog, AuditHead, Recording
 from api.core.services import Services
 from api.core.settings import Settings
+from api.core.storage.filesystem import FilesystemStore
 from api.core.storage.interface import segment_key
 from evidence.audit_actions import Action
 from retention import job
@@ -309,3 +310,59 @@ def test_the_summary_names_the_next_due_date_and_status_counts_on_request(
     counted = countersign("retention", "status", "--data", str(settings.data_dir), "--count")
     live = len({old, soon, later})
     assert f"not yet due {live - 1}, no deletion date 0" in counted.stdout, counted.stdout
+
+
+# --------------------------------------------------------------------------- step 2 without threads
+
+
+class _RecordingStore:
+    """A store that notes which thread deleted what, and fails for one recording."""
+
+    def __init__(self, delete_workers: int | None, victim: str) -> None:
+        if delete_workers is not None:
+            self.delete_workers = delete_workers
+        self.victim, self.threads, self.deleted = victim, set[int](), list[str]()
+
+    def delete(self, key: str) -> None:
+        self.threads.add(threading.get_ident())
+        if key.startswith(f"recordings/{self.victim}/"):
+            raise OSError(errno.EIO, "Input/output error")
+        self.deleted.append(key)
+
+
+@pytest.mark.parametrize("workers", [1, None])
+def test_delete_all_reports_each_recording_with_or_without_threads(workers: int | None) -> None:
+    """A store asking for one delete at a time (the filesystem store) gets its deletes in the caller's
+    thread, in order; one without the attribute gets threads. The outcome is the same either way."""
+    ids = [str(uuid.UUID(int=i)) for i in range(1, 6)]
+    store = _RecordingStore(workers, victim=ids[2])
+    keys = {rid: [segment_key(rid, 0), segment_key(rid, 1)] for rid in ids}
+    found = retention.purge.delete_all(store, keys)  # type: ignore[arg-type]
+    assert [rid for rid, error in found.items() if error is None] == [ids[0], ids[1], ids[3], ids[4]]
+    assert isinstance(found[ids[2]], OSError)
+    assert sorted(store.deleted) == sorted(k for rid in ids if rid != ids[2] for k in keys[rid])
+    if workers == 1:
+        assert store.threads == {threading.get_ident()}
+        assert store.deleted == [k for rid in ids if rid != ids[2] for k in keys[rid]]
+    else:
+        assert threading.get_ident() not in store.threads
+
+
+def test_the_filesystem_store_deletes_in_the_callers_thread(client: TestClient) -> None:
+    svc = services_of(client)
+    if not isinstance(svc.store, FilesystemStore):
+        pytest.skip("a filesystem store property")
+    assert svc.store.delete_workers == 1
+
+
+def test_a_claim_is_won_once(client: TestClient, world: World) -> None:
+    """The compare-and-set: a second claim of the same recordings, from the same state, wins nothing."""
+    ids = _due(client, world, 3, segments=1)
+    svc = services_of(client)
+    with svc.sessions() as session, session.begin():
+        assert retention.purge.claim(session, ids, None, "shredding") == ids
+        assert retention.purge.claim(session, ids, None, "shredding") == []
+        assert retention.purge.claim(session, [], None, "shredding") == []
+        session.rollback()
+    with svc.sessions() as session:
+        assert session.scalars(select(Recording.purge_state).where(Recording.id.in_(ids))).all() == [None] * 3

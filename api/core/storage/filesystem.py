@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from api.core.storage.interface import ObjectHeld, ObjectMissing, check_key
+from api.core.storage.interface import ObjectExists, ObjectHeld, ObjectMissing, check_key
 
 _HOLD_SUFFIX = ".hold"
 
@@ -33,6 +33,11 @@ def _check_range(start: int, end: int) -> None:
 
 
 class FilesystemStore:
+    # Deletes worth running at once (retention.purge.delete_all): one. An unlink is a short local
+    # call; threads only add their start-up and GIL hand-offs to it (about three times the CPU for
+    # the same wall time, measured with bench.retention_sweep).
+    delete_workers = 1
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -44,25 +49,37 @@ class FilesystemStore:
     def _hold_path(path: Path) -> Path:
         return path.with_name(f".{path.name}{_HOLD_SUFFIX}")
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, replace: bool = True) -> None:
         path = self._path(key)
         if path.is_file():
             # A retried upload of the same bytes must succeed even while held; anything else must
             # not overwrite held evidence (on S3 the held version would survive; here nothing would).
             if path.read_bytes() == data:
                 return
+            if not replace:
+                raise ObjectExists(key)
             if self._hold_path(path).exists():
                 raise ObjectHeld(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write a temp file, fsync it, rename over, fsync the folder: a crash
-        # leaves either the old object or the whole new one, never half of it.
+        # Write a temp file, fsync it, rename over (or, not replacing, link it in: the link fails if
+        # a racing put got there first), fsync the folder: a crash leaves either the old object or
+        # the whole new one, never half of it.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            if replace:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    if path.read_bytes() != data:
+                        raise ObjectExists(key) from None
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -33,13 +33,23 @@ def check_key(key: str) -> str:
     return key
 
 
+class ObjectExists(Exception):
+    """Other bytes are already stored under the key, and the put was asked not to replace them."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} already holds other bytes")
+        self.key = key
+
+
 class BlobStore(Protocol):
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, replace: bool = True) -> None:
         """Store data durably (it must survive a crash once put returns).
 
         Create or replace, all or nothing: a put that fails leaves the old object (or none), never
         part of the new one. The same bytes again is a no-op; other bytes over a held object raise
-        ObjectHeld.
+        ObjectHeld. With replace=False other bytes are never replaced, held or not: ObjectExists,
+        decided atomically where the store can (a filesystem link; S3's If-None-Match), so of two
+        racing puts of different bytes exactly one is stored and the other is told.
         """
 
     def get(self, key: str) -> bytes:

@@ -44,7 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.loaders import Loader, create_loader
 
 from api.core.settings import SettingsError
-from api.core.storage.interface import ObjectHeld, ObjectMissing, check_key
+from api.core.storage.interface import ObjectExists, ObjectHeld, ObjectMissing, check_key
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class S3Store:
 
     # ------------------------------------------------------------------ BlobStore
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, replace: bool = True) -> None:
         name = self._name(key)
         md5 = hashlib.md5(data, usedforsecurity=False).digest()  # what S3 checks; not a security hash here
         sha256 = hashlib.sha256(data).digest()
@@ -260,6 +260,10 @@ class S3Store:
         if reply is None:  # the key exists (or we cannot tell cheaply): look before writing
             if self._same_object(name, data, md5, sha256):
                 return
+            if not replace and (self.conditional_writes or self.exists(key)):
+                # (Without conditional writes the look and the put below are two requests: a racing
+                # put of other bytes in between can still replace; the warning above said so.)
+                raise ObjectExists(key)
             if self._version_held(name):
                 raise ObjectHeld(key)
             reply = self._put(name, data, md5, sha256, only_new=False)
