@@ -110,6 +110,12 @@ class GroupCommitter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            # A caller that gave up (its request task was cancelled) before its job started is not
+            # run: nothing of it is written, and its device retries. Once running, a job's future
+            # can no longer be cancelled, so a late cancel cannot break a batch's results.
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             try:
                 self._commit(batch)
             except BaseException as exc:  # never leave a caller waiting, whatever happened

@@ -126,6 +126,19 @@ def test_the_deferred_checkpoint_goes_to_one_caller(app: FastAPI) -> None:
     assert handed[1:] == [0, 0]
 
 
+def test_a_caller_that_gave_up_before_its_turn_writes_nothing_and_breaks_nothing(app: FastAPI) -> None:
+    svc = services(app)
+    committer = GroupCommitter(svc.sessions)
+    go, first = held_writer(committer)
+    futures = [committer.submit(append(name)) for name in ("a", "gone", "b")]
+    assert futures[1].cancel()  # queued, not started: cancellable
+    go.set()
+    first.result(30)
+    assert futures[0].result(30).value == "a" and futures[2].result(30).value == "b"
+    assert futures[1].cancelled()
+    assert logged(svc) == ["test:first", "test:a", "test:b"]
+
+
 def racing_copies(world: World, rec: SimRecording) -> list[tuple[bytes, dict[str, str]]]:
     """Two different, validly signed segment 0s for one recording: the device's own key signs both."""
     copies = []
