@@ -53,7 +53,7 @@ from evidence.chain import (
 from evidence.envelope import check_envelope
 from evidence.errors import EvidenceError, FormatError
 from evidence.wire import HeaderError, RecordingHeader
-from retention.holds_sync import held_by_active
+from retention.holds_sync import active_on_site, held_by_active
 from retention.models import Hold
 from retention.store import FACT_COLUMNS, facts_from_row, refresh_retention
 
@@ -363,9 +363,7 @@ _UPLOAD_STATE = (
         DeviceUsage.uploaded_bytes,
         # Whether any hold of the recording's site is active: only then is the hold lookup run
         # (holds are rare; the lookup was one statement and a twentieth of the GIL per upload).
-        exists(select(Hold.id).where(Hold.site_id == Recording.site_id, Hold.released_at.is_(None)))
-        .correlate(Recording)
-        .label("site_holds"),
+        exists(select(Hold.id).where(active_on_site(Recording.site_id))).correlate(Recording).label("site_holds"),
     )
     .outerjoin(Segment, and_(Segment.recording_id == Recording.id, Segment.index == bindparam("index")))
     .outerjoin(DeviceUsage, and_(DeviceUsage.device_id == Recording.device_id, DeviceUsage.day == bindparam("day")))

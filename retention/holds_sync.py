@@ -13,9 +13,9 @@ bypassing client could delete.
 - *Placing* a hold (retention.routes.holds) sets the store holds **before** the hold's transaction
   commits; if the store fails, the transaction is rolled back and nothing is held. After the
   commit a catch-up pass holds segments whose upload raced the placement.
-- *Uploading* a segment (api.ingest.check_segment, then write_segment): put → store hold (if an active hold covers the
-  recording) → commit the row. A crash in between leaves an object without a row, which the
-  device's retry (the same bytes: a no-op put) completes.
+- *Uploading* a segment (api.ingest.check_segment, then write_segment): put → store hold (if an
+  active hold covers the recording) → commit the row. A crash in between leaves an object without a
+  row, which the device's retry (the same bytes: a no-op put) completes.
 - *Flagging* a recording into a scoped hold's category sets its store holds before the commit.
 - *Releasing* a hold commits the release **first**, then clears the store holds of recordings no
   other active hold covers. A crash in between leaves store holds that a released hold explains.
@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import ColumnElement, and_, false, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from api.core.models import Recording, Segment
 from api.core.storage import BlobStore
@@ -91,9 +91,14 @@ def _facts(session: Session, ids: Sequence[str]) -> list[RecordingFacts]:
     return [facts_from_row(r) for r in session.execute(select(*FACT_COLUMNS).where(Recording.id.in_(ids)))]
 
 
+def active_on_site(site: str | ColumnElement[str] | InstrumentedAttribute[str]) -> ColumnElement[bool]:
+    """A hold that is active and belongs to `site` (a site id, or a column such as Recording.site_id)."""
+    return and_(Hold.released_at.is_(None), Hold.site_id == site)
+
+
 def held_by_active(session: Session, facts: RecordingFacts) -> list[str]:
     """Case references of the active holds covering one recording (cheap: holds of its site only)."""
-    query = select(Hold).where(Hold.released_at.is_(None), Hold.site_id == facts.site)
+    query = select(Hold).where(active_on_site(facts.site))
     return sorted({h.case_ref for h in session.scalars(query) if covering_holds(facts, [hold_facts(h)])})
 
 

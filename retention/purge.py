@@ -49,7 +49,7 @@ from typing import Any
 
 import nacl.exceptions
 import nacl.signing
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit import record_events
@@ -128,7 +128,7 @@ def claim(session: Session, ids: Sequence[str], from_state: str | None, to_state
     """
     if not ids:
         return []
-    state = func.coalesce(_REC.c.purge_state, "") == (from_state or "")  # by primary key (store.purge_state_is)
+    state = purge_state_is(from_state)  # by primary key: never let the planner walk the purge index instead
     connection = session.connection()
     free: Sequence[str] = ids
     if connection.dialect.name == "postgresql":
