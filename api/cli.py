@@ -127,6 +127,12 @@ def reset_admin_command(
     typer.echo(f"admin token (shown once, store it safely): {token}")
 
 
+# uvicorn's own default is 5 s, the same as httpx's keep-alive expiry (the recorder's client): a
+# device uploading every 5 s then sent on connections the service was closing, and got a
+# transport error (retried) for one upload in a hundred (README, the soak).
+KEEP_ALIVE_SECONDS = 20
+
+
 @app.command()
 def run(
     data: DataDir,
@@ -140,6 +146,14 @@ def run(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="The certificate's PEM private key (unencrypted).")
     ] = None,
+    keep_alive: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds an idle connection is kept open; longer than clients keep theirs (httpx: 5 s), so a"
+            " client never sends on a connection the service is closing.",
+        ),
+    ] = KEEP_ALIVE_SECONDS,
 ) -> None:
     """Serve the API with uvicorn (OpenAPI docs at /docs, health at /healthz)."""
     import uvicorn
@@ -154,7 +168,15 @@ def run(
     except (SettingsError, KeyFileError) as exc:
         raise fail(NotConfigured(str(exc))) from exc
     if app_ is not None:
-        uvicorn.run(app_, host=host, port=port, log_level="info", ssl_certfile=cert, ssl_keyfile=key)
+        uvicorn.run(
+            app_,
+            host=host,
+            port=port,
+            log_level="info",
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            timeout_keep_alive=keep_alive,
+        )
     else:
         os.environ["COUNTERSIGN_DATA_DIR"] = str(data)
         _metrics_dir()  # before the workers start: they count into files there, /metrics adds them up
@@ -167,6 +189,7 @@ def run(
             log_level="info",
             ssl_certfile=cert,
             ssl_keyfile=key,
+            timeout_keep_alive=keep_alive,
         )
 
 

@@ -155,13 +155,6 @@ def _start_day(session: Session, device_id: str, day: date, size: int) -> bool:
     return session.connection().execute(first).first() is not None  # (rowcount is -1 here on psycopg)
 
 
-def charge_upload(session: Session, device_id: str, size: int, quotas: Quotas, what: str) -> None:
-    """Count `size` bytes against the device's quota for today (UTC), or refuse with 429 (try_charge)."""
-    used = try_charge(session, device_id, size, quotas)
-    if used is not None:
-        raise over_quota(session, device_id, used, size, quotas, what, utcnow())
-
-
 def try_charge(session: Session, device_id: str, size: int, quotas: Quotas) -> int | None:
     """Charge `size` bytes to the device's day (UTC); None if charged, else the bytes already sent today.
 
@@ -213,18 +206,28 @@ def over_quota(
     )  # fmt: skip
 
 
-def _check_open_quota(session: Session, device_id: str, quotas: Quotas) -> None:
+def _open_count(session: Session, device_id: str, quotas: Quotas) -> int:
     # Reads only ix_recordings_device_open (open recordings), and stops counting at the limit. The
     # status is a literal, not a parameter, so even a generic (prepared) plan can use that partial index.
     is_open = Recording.status == literal_column("'open'")
     open_ids = select(Recording.id).where(Recording.device_id == device_id, is_open)
-    count = session.scalar(select(func.count()).select_from(open_ids.limit(quotas.open_recordings).subquery())) or 0
-    if count >= quotas.open_recordings:
-        raise _refuse(
-            session, device_id, "open_recordings", 429,
-            f"this device already has {count} open recordings, the most it may hold open; "
-            "finish or interrupt one before opening another",
-        )  # fmt: skip
+    return session.scalar(select(func.count()).select_from(open_ids.limit(quotas.open_recordings).subquery())) or 0
+
+
+def _refuse_open(session: Session, device_id: str, count: int) -> HTTPException:
+    return _refuse(
+        session, device_id, "open_recordings", 429,
+        f"this device already has {count} open recordings, the most it may hold open; "
+        "finish or interrupt one before opening another",
+    )  # fmt: skip
+
+
+class OpenQuotaFull(Exception):
+    """The open-recordings quota, counted after the charge, was full (a racing creation took the last place)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} recordings open")
+        self.count = count
 
 
 def _check_header_size(session: Session, device_id: str, body: RecordingCreate, quotas: Quotas) -> int:
@@ -237,6 +240,23 @@ def _check_header_size(session: Session, device_id: str, body: RecordingCreate, 
     return size
 
 
+@dataclass(frozen=True)
+class CheckedRecording:
+    """A recording's creation that has passed every check but the charges (check_recording)."""
+
+    device_id: str
+    site_id: str
+    body: RecordingCreate
+    header: RecordingHeader
+    consent: ConsentRecord
+    signature: bytes
+    header_size: int
+
+    @property
+    def objected(self) -> bool:
+        return self.consent.outcome == "objected"
+
+
 def create_recording(
     session: Session, device: Device, body: RecordingCreate, quotas: Quotas | None = None
 ) -> tuple[Recording, bool]:
@@ -245,7 +265,25 @@ def create_recording(
     With `quotas` (the service always passes them) the header's size is checked first, before
     any parsing or signature work, and a new recording is charged to the device's daily bytes
     and, unless it is an objection record (closed at once), to its open recordings.
+    The service splits the same two steps across a read session and a group commit
+    (api.routes.ingest); this is both in one transaction, for callers that have one.
     """
+    checked = check_recording(session, device, body, quotas)
+    if isinstance(checked, Recording):
+        return checked, False
+    try:
+        return write_recording(session, checked, quotas), True
+    except Refusal as refusal:
+        raise refuse_recording(session, checked, refusal.error, quotas) from None
+    except OpenQuotaFull as exc:
+        raise refuse_recording(session, checked, exc, quotas) from None
+
+
+def check_recording(
+    session: Session, device: Device, body: RecordingCreate, quotas: Quotas | None = None
+) -> CheckedRecording | Recording:
+    """Everything before the writes (reads only): the checked creation, or the existing recording
+    for an idempotent repeat. Refusals are HTTPExceptions (a quota's is logged, in its own commit)."""
     device_id = device.id
     header_size = _check_header_size(session, device_id, body, quotas) if quotas is not None else 0
     header, consent = _parse_header(body, device)
@@ -264,7 +302,7 @@ def create_recording(
             and existing.header == body.header
             and existing.header_signature == signature
         ):
-            return existing, False
+            return existing
         raise _reject(409, "a different recording already has this id")
 
     objected = consent.outcome == "objected"
@@ -278,34 +316,68 @@ def create_recording(
             if sealed.key_id not in known or len(sealed.sealed) != 2 * SEALED_KEY_BYTES:
                 raise _reject(422, f"sealed key for unknown evidence key or malformed: {sealed.key_id}")
         check_sealed_to(session, [s.key_id for s in body.sealed_keys])  # not only to retired/destroyed keys
-    if quotas is not None:
-        charge_upload(session, device_id, header_size, quotas, "recording header")  # locks the device's day row
-        if not objected:
-            _check_open_quota(session, device_id, quotas)
+        # A first count here refuses a device at its limit before any write; the exact count
+        # follows the charge in write_recording (the charge's lock serialises the device's creations).
+        if quotas is not None and (count := _open_count(session, device_id, quotas)) >= quotas.open_recordings:
+            raise _refuse_open(session, device_id, count)
+    return CheckedRecording(device_id, device.site_id, body, header, consent, signature, header_size)
 
+
+def write_recording(session: Session, checked: CheckedRecording, quotas: Quotas | None = None) -> Recording:
+    """The writes of a checked creation; a job for api.core.group_commit (or the caller's transaction).
+
+    The charge comes first: its refusal writes nothing (`Refusal(OverQuota)`). The open-recordings
+    count after it is exact; if full, `OpenQuotaFull` after a write, for the caller to roll back.
+    The recording is re-looked-up first, so a job re-run alone after its batch failed finds a
+    creation that raced it (and fails as a conflict, never twice created).
+    """
+    body, device_id = checked.body, checked.device_id
+    if quotas is not None:
+        used = try_charge(session, device_id, checked.header_size, quotas)  # locks the device's day row
+        if used is not None:
+            raise Refusal(OverQuota(used))
+        if not checked.objected and (count := _open_count(session, device_id, quotas)) >= quotas.open_recordings:
+            raise OpenQuotaFull(count)
     recording = Recording(
-        id=str(recording_id),
-        device_id=device.id,
-        site_id=device.site_id,
-        started_at=header.started,
-        status="objected" if objected else "open",
+        id=str(checked.header.recording_id),
+        device_id=device_id,
+        site_id=checked.site_id,
+        started_at=checked.header.started,
+        status="objected" if checked.objected else "open",
         header=body.header,
-        header_signature=signature,
-        consent_outcome=consent.outcome,
+        header_signature=checked.signature,
+        consent_outcome=checked.consent.outcome,
         head_hash=header_hash(body.header),
-        ended_at=utcnow() if objected else None,
+        ended_at=utcnow() if checked.objected else None,
         sealed_keys=[SealedKey(key_id=s.key_id, sealed=bytes.fromhex(s.sealed)) for s in body.sealed_keys],
     )
     refresh_retention(session, recording)  # retain-until is known from the start (retention/)
     session.add(recording)
+    consent = checked.consent
     record_event(
         session,
-        actor=f"device:{device.id}",
-        action=Action.CONSENT_OBJECTED if objected else Action.RECORDING_CREATE,
+        actor=f"device:{device_id}",
+        action=Action.CONSENT_OBJECTED if checked.objected else Action.RECORDING_CREATE,
         target=f"recording:{recording.id}",
         detail={"notice": f"{consent.notice_id}/v{consent.notice_version}/{consent.language}"},
     )
-    return recording, True
+    # Within the job: a conflict (the same id created meanwhile) fails here, not in another job's
+    # statement or at the batch's commit.
+    session.flush()
+    return recording
+
+
+def refuse_recording(
+    session: Session, checked: CheckedRecording, error: BaseException, quotas: Quotas | None
+) -> HTTPException:
+    """The answer for a creation its charges refused (rolls the session back, logs once a day)."""
+    assert quotas is not None  # only the charges refuse
+    if isinstance(error, OverQuota):
+        what = "recording header"
+        return over_quota(session, checked.device_id, error.used, checked.header_size, quotas, what, utcnow())
+    if isinstance(error, OpenQuotaFull):
+        return _refuse_open(session, checked.device_id, error.count)
+    raise error
 
 
 @dataclass(frozen=True)

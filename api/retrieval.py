@@ -13,9 +13,12 @@ as a complete file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -180,6 +183,8 @@ def read_audio(
 #    AEAD and plaintext hash checked, decoded, checked against the rate, channels and frame count
 #    announced, and only then encoded and handed out. A failure raises IntegrityError there; the
 #    route audits it and the server aborts the response, so the client never gets a complete file.
+#    The fetching, checking and decoding run a few segments ahead (READ_AHEAD) in worker threads,
+#    beside the encoding and sending of the segment before; a failure is still raised in its turn.
 #
 # Why peek rather than decrypt everything twice: the AEAD and the plaintext hash over the whole
 # recording are ~0.3 s per hour of audio on one core (what phase 2 spends anyway), which would all
@@ -190,6 +195,13 @@ def read_audio(
 # frame count is checked against it again. What the header announces is therefore either exactly
 # what follows, or the response is cut off. Each object is read twice (hashed, then streamed: a
 # segment is ~130 KB); nothing is kept between the phases but the verified hashes and frame counts.
+
+
+# Streaming (VerifiedAudio.chunks): segments opened ahead of the one being sent, and by how many
+# threads (libsodium, hashlib and libsndfile release the GIL). A segment is ~130 KB of envelope and
+# ~160 KB of PCM, so the read-ahead holds a few MB at most, whatever the recording's length.
+READ_AHEAD = 6
+READ_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -262,25 +274,51 @@ class VerifiedAudio:
     _first: audio.PCM  # segment 0, opened and decoded before the response started
 
     def chunks(self) -> Iterator[bytes]:
-        """The file, a segment at a time; IntegrityError (and no more bytes) if a segment fails its checks."""
+        """The file, a segment at a time; IntegrityError (and no more bytes) if a segment fails its checks.
+
+        Segments are fetched, checked and decoded ahead, in order, by a few worker threads (at most
+        READ_AHEAD segments beyond the one being sent, so memory stays flat in the length), while
+        this thread encodes and hands out the one before. Nothing is handed out before its own
+        checks passed: a segment's failure is raised when its turn comes, after the segments
+        before it and before any after it, exactly as a one-at-a-time loop would.
+        """
         flac = audio.FlacStream(self.rate, self.channels, self.frames) if self.fmt == "flac" else None
         if flac is None:
             yield audio.wav_header(self.frames, self.rate, self.channels)
-        for part in self._parts:
-            if part.index == 0:
-                pcm, self._first = self._first, self._first[:0]  # release it once used
-            else:
-                plaintext = _open(self._data_key, self._rid, part, fetch_envelope(self._store, part))
-                pcm = _decoded(self.rate, self.channels, part, plaintext)
-            if len(pcm) != part.frames:
-                raise IntegrityError(
-                    f"segment {part.index} decodes to {len(pcm)} frames, its STREAMINFO says {part.frames}"
-                )
-            chunk = audio.pcm_bytes(pcm) if flac is None else flac.write(pcm)
-            if chunk:
-                yield chunk
+        first, self._first = self._first, self._first[:0]  # released once used
+        rest = iter(self._parts[1:])  # segment 0 was opened and decoded before the response started
+        workers = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="segment-open")
+        ahead: deque[tuple[_Part, Future[audio.PCM]]] = deque()
+        try:
+            part, pcm = self._parts[0], first
+            while True:
+                if len(pcm) != part.frames:
+                    raise IntegrityError(
+                        f"segment {part.index} decodes to {len(pcm)} frames, its STREAMINFO says {part.frames}"
+                    )
+                chunk = audio.pcm_bytes(pcm) if flac is None else flac.write(pcm)
+                del pcm
+                if chunk:
+                    yield chunk
+                # Topped up once the chunk is out: the first byte never waits behind the workers.
+                for following in itertools.islice(rest, READ_AHEAD - len(ahead)):
+                    ahead.append((following, workers.submit(self._segment, following)))
+                if not ahead:
+                    break
+                part, future = ahead.popleft()
+                pcm = future.result()  # the worker's IntegrityError, if this segment failed, is raised here
+                del future
+        finally:
+            for _, pending in ahead:
+                pending.cancel()
+            workers.shutdown(wait=False, cancel_futures=True)
         if flac is not None:
             yield flac.close()
+
+    def _segment(self, part: _Part) -> audio.PCM:
+        """One segment fetched again, its ciphertext hash, AEAD, plaintext hash, rate and channels checked."""
+        plaintext = _open(self._data_key, self._rid, part, fetch_envelope(self._store, part))
+        return _decoded(self.rate, self.channels, part, plaintext)
 
 
 class _HashPass(threading.Thread):
@@ -317,7 +355,7 @@ class _HashPass(threading.Thread):
                 self.first = envelope
             # What _peek reads: version and nonce, the ciphertext's first bytes, a stand-in for the tag.
             short = len(envelope) < HEADER_BYTES + TAG_BYTES  # kept whole: _peek refuses it (FormatError)
-            body = envelope[HEADER_BYTES:-TAG_BYTES][: audio.STREAMINFO_END]
+            body = envelope[HEADER_BYTES : min(HEADER_BYTES + audio.STREAMINFO_END, len(envelope) - TAG_BYTES)]
             self.heads.append(envelope if short else envelope[:HEADER_BYTES] + body + bytes(TAG_BYTES))
 
     def result(self) -> list[bytes]:

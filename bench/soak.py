@@ -474,33 +474,78 @@ def scan_spools(devices: list[SimDevice]) -> tuple[int, int, int, int]:
     return segments, size, recordings, total
 
 
+SEGMENT_ROUTE = 'route="/v1/recordings/{recording_id}/segments/{index}"'
+
+
+def server_upload_buckets(text: str) -> dict[float, float]:
+    """The service's own latency histogram of segment PUTs answered 2xx (GET /metrics): le -> count."""
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        ours = line.startswith("countersign_http_request_duration_seconds_bucket{") and SEGMENT_ROUTE in line
+        if ours and 'method="PUT"' in line and 'status="2xx"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[math.inf if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_p95(before: dict[float, float], after: dict[float, float]) -> str:
+    """The upper bound of the bucket holding the window's 95th percentile, as the service measured it."""
+    deltas = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = deltas[-1][1] if deltas else 0.0
+    for le, count in deltas:
+        if total and count >= 0.95 * total:
+            return "≤ " + ("inf" if le == math.inf else f"{le * 1000:.0f} ms")
+    return "n/a"
+
+
 async def monitor(run: Run, server: SoakServer, end: float) -> None:
-    """Sample the server's RSS every second; print a progress line every progress-seconds."""
+    """Sample the server's RSS every second; print a progress line every progress-seconds.
+
+    Each line also says what the service itself measured for the window's uploads (its /metrics
+    histogram, loopback needs no token) and how late this process's event loop woke (its longest
+    oversleep of the 1 s tick): a high p95 with a low service p95 and a late loop is the devices'
+    process falling behind, not the service.
+    """
     stats, every = run.stats, run.args.progress_seconds
     next_line = run.t0 + every
-    while run.now() < end and not run.drained.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.drained.wait(), 1.0)
-        now = run.now()
-        stats.rss.append((now, server.rss_bytes()))
-        if server.proc is not None and server.proc.poll() is not None:
-            print(f"  !! the server exited ({server.proc.returncode}); stopping", flush=True)
-            run.abort = True
-            return
-        if now >= next_line:
-            window = [(s, slow) for t, s, slow in stats.latency if t > now - every]
-            normal = [s for s, slow in window if not slow]
-            p95 = f"{np.percentile([s for s, _ in window], 95) * 1000:7.1f} ms" if window else "    n/a   "
-            p95 += f" (normal {np.percentile(normal, 95) * 1000:6.1f})" if normal else " (normal    n/a)"
-            waiting = stats.produced - stats.ok
-            print(
-                f"  {now - run.t0:6.0f} s  uploads ok {stats.ok:7d}  err {sum(stats.errors.values()):5d}"
-                f"  {len(window) / every:6.1f}/s  p95 {p95}  server RSS {stats.rss[-1][1] / 2**20:7.1f} MB"
-                f"  spooled {waiting:6d} segments ({(stats.produced_bytes - stats.acked_bytes) / 1e6:7.1f} MB)"
-                f"  load {load_average()}",
-                flush=True,
-            )
-            next_line += every
+    lag = 0.0
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as scraper:
+
+        async def scrape() -> dict[float, float]:
+            try:
+                return server_upload_buckets((await scraper.get("/metrics")).text)
+            except httpx.HTTPError:
+                return {}
+
+        seen = await scrape()
+        while run.now() < end and not run.drained.is_set():
+            tick = run.now()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.drained.wait(), 1.0)
+            now = run.now()
+            lag = max(lag, now - tick - 1.0)
+            stats.rss.append((now, server.rss_bytes()))
+            if server.proc is not None and server.proc.poll() is not None:
+                print(f"  !! the server exited ({server.proc.returncode}); stopping", flush=True)
+                run.abort = True
+                return
+            if now >= next_line:
+                window = [(s, slow) for t, s, slow in stats.latency if t > now - every]
+                normal = [s for s, slow in window if not slow]
+                p95 = f"{np.percentile([s for s, _ in window], 95) * 1000:7.1f} ms" if window else "    n/a   "
+                p95 += f" (normal {np.percentile(normal, 95) * 1000:6.1f})" if normal else " (normal    n/a)"
+                current = await scrape()
+                waiting = stats.produced - stats.ok
+                print(
+                    f"  {now - run.t0:6.0f} s  uploads ok {stats.ok:7d}  err {sum(stats.errors.values()):5d}"
+                    f"  {len(window) / every:6.1f}/s  p95 {p95}  service p95 {bucket_p95(seen, current):>9}"
+                    f"  loop late {lag * 1000:5.0f} ms  server RSS {stats.rss[-1][1] / 2**20:7.1f} MB"
+                    f"  spooled {waiting:6d} segments ({(stats.produced_bytes - stats.acked_bytes) / 1e6:7.1f} MB)"
+                    f"  load {load_average()}",
+                    flush=True,
+                )
+                seen, lag = current, 0.0
+                next_line += every
 
 
 async def soak(args: argparse.Namespace, server: SoakServer, admin: str, homes: Path) -> tuple[Run, dict[str, Any]]:

@@ -32,6 +32,12 @@ is not ASCII is written as ``"entry_escaped": <the same JSON, \\u-escaped>``
 instead (the export stays ASCII, so no reader splits a line on U+2028 and
 friends), and the verifier rebuilds its canonical form as it does for v1 and v2.
 
+verify_file reads a v3 export in chunks of whole lines, scanned side by side in worker
+processes if asked (the CLI: one per core): a scan checks each run of entry lines but
+for the run's first seq and chain link, which the pass in file order checks with every
+other line (checkpoints, escaped entries, anything unusual), so the report is the one
+verify_export gives over the same lines.
+
 This module has no database or service dependency so auditors can verify an
 export on their own machine with nothing but the service's public key.
 """
@@ -39,14 +45,19 @@ export on their own machine with nothing but the service's public key.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import json
+import re
 import struct
-from collections.abc import Iterable, Mapping
+import sys
+from collections import deque
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress, islice
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import nacl.exceptions
 import nacl.signing
@@ -299,6 +310,13 @@ def verify_export(
     signed, which bytes other than the canonical ones the service hashed cannot do. Any
     line the fast path does not accept is parsed in full (_v3_entry) to say what is wrong.
     """
+    return _verify(lines, public_key, checkpoint_seqs)
+
+
+def _verify(
+    lines: Iterable[str | bytes | _Run], public_key: bytes | None, checkpoint_seqs: set[int] | None
+) -> VerifyReport:
+    """verify_export's pass; verify_file's chunked pass also hands it runs of entries checked elsewhere (_Run)."""
     report = VerifyReport()
     header: dict[str, Any] | None = None
     key: nacl.signing.VerifyKey | None = None
@@ -311,8 +329,27 @@ def verify_export(
     sha256, hexlify, failed = hashlib.sha256, binascii.hexlify, False
     number = 0
     try:
-        for number, item in enumerate(lines, 1):
-            line = item.encode() if isinstance(item, str) else item
+        for item in lines:
+            number += 1
+            if item.__class__ is _Run:  # verify_file's chunked pass: entries the worker checked all but the ends of
+                run = item
+                if not (v3 and inline and run.fits(expected, prev)):
+                    number -= 1
+                    run.replay()  # its lines come next, one by one, checked as any other line is
+                    continue
+                if stack is not None:
+                    size = expected - 1  # the tree's size before the run's first leaf
+                    for level, node in run.subtrees:
+                        n = size >> level
+                        while n & 1:
+                            node = sha256(b"\x01" + stack.pop() + node).digest()
+                            n >>= 1
+                        stack.append(node)
+                        size += 1 << level
+                prev, expected = run.last_chain, expected + run.count
+                number += run.count - 1
+                continue
+            line: bytes = item.encode() if isinstance(item, str) else item  # type: ignore[assignment]
             if v3 and line.startswith(_V3_HEAD):  # the fast path: the bytes are checked where they lie
                 line = line.rstrip(b"\r\n")
                 payload = line[_PAY:-1]
@@ -457,11 +494,21 @@ def _checkpoints_in(path: str | Path) -> set[int]:
     return seqs
 
 
-def verify_file(path: str | Path, public_key: bytes | None = None) -> VerifyReport:
+def verify_file(
+    path: str | Path, public_key: bytes | None = None, *, jobs: int = 1, chunk_bytes: int = 1 << 20
+) -> VerifyReport:
     """verify_export over a file, streamed: memory stays flat whatever its size.
 
     A v1 export lists its checkpoints at the end, so its file is read twice: first for
     the checkpoints' seqs, then to verify keeping only the chain hashes at those seqs.
+
+    A v3 export is read in chunks of about `chunk_bytes` (whole lines), each scanned by
+    _scan_chunk, in `jobs` worker processes when jobs > 1 (forked: POSIX only; the CLI
+    asks for one per core). The scan checks, for each run of plain entry lines between
+    other lines, everything the one-pass verifier's fast path checks except the run's
+    two ends, which depend on the lines before it; verify_export's pass checks those
+    (_Run.fits) and every other line, in file order, and takes any run that does not
+    fit line by line, so the report is the one verify_export gives over the same lines.
     """
     with open(path, "rb", buffering=1 << 20) as f:
         first = f.readline()
@@ -469,10 +516,219 @@ def verify_file(path: str | Path, public_key: bytes | None = None) -> VerifyRepo
             header = json.loads(first)
         except ValueError:
             header = None
+        if isinstance(header, dict) and header.get("format") == EXPORT_FORMAT and _inline(header):
+            with contextlib.closing(_chunked(path, max(1, jobs), max(1, chunk_bytes))) as items:
+                return _verify(items, public_key, None)
         at_end = isinstance(header, dict) and not _inline(header)
         seqs = _checkpoints_in(path) if at_end else None
         f.seek(0)
         return verify_export(f, public_key, checkpoint_seqs=seqs)
+
+
+# A run as _scan_chunk reports it: (index of its first line in the chunk, its first seq, entries, first entry
+# hash, first chain hash as written, last chain hash, the perfect subtrees tiling its leaves, left to right).
+_RunTuple = tuple[int, int, int, bytes, bytes, bytes, list[tuple[int, bytes]]]
+
+
+class _Run:
+    """Consecutive v3 entry lines of one chunk, checked by _scan_chunk except where they join the lines before.
+
+    Within the run, each line has the v3 layout byte for byte, its seq is the one before
+    plus one (as the fast path reads it: the canonical `,"seq":N,"target":`), its entry hash
+    is the SHA-256 of its payload as read, and its chain hash follows from the line before's
+    and its own entry hash. What the scan cannot know is the seq and chain hash the run must
+    follow: `fits` checks the first line's seq and chain link against them. Then every line
+    passes the fast path exactly as it would have one by one.
+    """
+
+    __slots__ = ("_chunk", "_replay", "chain0", "count", "first", "last_chain", "leaf0", "seq0", "subtrees")
+
+    def __init__(self, run: _RunTuple, chunk: tuple[BinaryIO, int, int], replay: deque[bytes]) -> None:
+        self.first, self.seq0, self.count, self.leaf0, self.chain0, self.last_chain, self.subtrees = run
+        self._chunk, self._replay = chunk, replay
+
+    def fits(self, expected: int, prev: bytes) -> bool:
+        return self.seq0 == expected and hashlib.sha256(b"\x01" + prev + self.leaf0).digest() == self.chain0
+
+    def replay(self) -> None:
+        """Its lines are the next ones the pass reads (re-read from the file), to be checked one by one."""
+        f, start, end = self._chunk
+        lines = _chunk_lines(f, start, end)
+        self._replay.extend(lines[self.first : self.first + self.count])
+
+
+def _line_start(f: BinaryIO, offset: int) -> int:
+    """The offset of the first line that starts at or after `offset` (the file's size if none does)."""
+    if offset <= 0:
+        return 0
+    f.seek(offset - 1)
+    at = offset - 1
+    while block := f.read(1 << 16):
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return at + newline + 1
+        at += len(block)
+    return at
+
+
+def _tiling(start: int, nodes: list[bytes]) -> list[tuple[int, bytes]]:
+    """(level, hash) of the perfect subtrees that tile leaves [start, start + len(nodes)), left to right."""
+    sha256 = hashlib.sha256
+    left: list[tuple[int, bytes]] = []
+    right: list[tuple[int, bytes]] = []
+    level, lo, hi = 0, start, start + len(nodes)
+    while nodes:
+        if lo & 1:  # a right child whose sibling is outside the range: a whole subtree of the tiling
+            left.append((level, nodes[0]))
+            nodes, lo = nodes[1:], lo + 1
+        if hi & 1 and nodes:  # a left child whose sibling is outside the range
+            right.append((level, nodes[-1]))
+            nodes, hi = nodes[:-1], hi - 1
+        pairs = iter(nodes)
+        nodes = [sha256(b"\x01" + a + b).digest() for a, b in zip(pairs, pairs, strict=False)]
+        level, lo, hi = level + 1, lo >> 1, hi >> 1
+    return left + right[::-1]
+
+
+_SEQ, _TARGET = b',"seq":', b',"target":'
+_SEQ_TARGET = b',"seq":%d,"target":'
+# A whole plain v3 entry line (not escaped), newline included: its two hashes as written (64 bytes, hex or not)
+# and its payload, up to the "}" that ends the line. The fast path's layout, byte for byte.
+_V3_LINE = re.compile(
+    re.escape(_V3_HEAD) + b"(.{64})" + re.escape(_V3_MID) + b"(.{64})" + re.escape(_V3_RAW) + rb"([^\n]*)\}\n"
+)
+
+
+def _scan_run(entry_hashes: list[bytes], chain_hashes: list[bytes], payloads: list[bytes]) -> _RunTuple | None:
+    """Consecutive plain v3 entry lines, cut apart by _V3_LINE, checked as one; None if any fails the fast path.
+
+    The checks are the fast path's in verify_export, each over the whole run in turn
+    instead of line by line (the first line's chain link and seq are left to _Run.fits).
+    """
+    n = len(payloads)
+    first = payloads[0]
+    i = first.rfind(_SEQ) + 7
+    j = first.find(_TARGET, i)
+    try:
+        seq0 = int(first[i:j]) if i > 6 and j > 0 else -1
+    except ValueError:
+        return None
+    # The fast path's seq: the digits between the last ',"seq":' and the ',"target":' after it, which must be
+    # b"%d" % expected, that is, ',"seq":<expected>,"target":' stands where the last ',"seq":' is (digits hold no
+    # comma: no ',"target":' can start earlier). Not found (-1), the test looks at the payload's last byte: False.
+    wanted = map(_SEQ_TARGET.__mod__, range(seq0, seq0 + n))
+    if seq0 < 0 or not all(map(bytes.startswith, payloads, wanted, [p.rfind(_SEQ) for p in payloads])):
+        return None
+    sha256, hexlify = hashlib.sha256, binascii.hexlify
+    leaves = [sha256(b"\x00" + p).digest() for p in payloads]
+    if hexlify(b"".join(leaves)) != b"".join(entry_hashes):
+        return None
+    try:
+        head = chain0 = binascii.unhexlify(chain_hashes[0])
+    except ValueError:
+        return None
+    heads = [chain0]
+    append = heads.append
+    for leaf in leaves[1:]:
+        head = sha256(b"\x01" + head + leaf).digest()
+        append(head)
+    if hexlify(b"".join(heads)) != b"".join(chain_hashes):  # the first as written (lower-case hex), then computed
+        return None
+    return 0, seq0, n, leaves[0], chain0, head, _tiling(seq0 - 1, leaves)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """The lines of `data` as iterating over a file yields them (each with its newline, the file's last maybe not)."""
+    lines = data.split(b"\n")
+    last = lines.pop()  # b"" after a newline, else the file's last line, which has none
+    return [line + b"\n" for line in lines] + ([last] if last else [])
+
+
+def _chunk_lines(f: BinaryIO, start: int, end: int) -> list[bytes]:
+    """The lines in [start, end) of the file."""
+    f.seek(start)
+    return _lines(f.read(max(0, end - start)))
+
+
+def _scan_chunk(path: str | Path, start: int, end: int, size: int) -> tuple[int, int, list[bytes | _RunTuple]]:
+    """The lines that start in [start, end) of a v3 export: runs of entries checked (_Run), other lines as read.
+
+    Returns the chunk's bounds (the first line start at or after `start`, and after `end`)
+    and its items in file order: a run (its first line's index in the chunk first), or a
+    line (with its newline) for every line that is not a plain v3 entry or is in a run
+    that does not check out, for the one-pass verifier to check as it would any line.
+    """
+    with open(path, "rb") as f:
+        lo = _line_start(f, start)
+        hi = _line_start(f, end) if end < size else size
+        f.seek(lo)
+        data = f.read(max(0, hi - lo))
+    # [text before the 1st entry line, its entry hash, chain hash, payload, text before the 2nd, ...]: each text
+    # between is whole lines (or nothing) unless a match began mid-line (then every line goes to the one-pass check).
+    parts = _V3_LINE.split(data)
+    between = parts[0::4]
+    matches = len(between) - 1
+    others = list(compress(range(len(between)), between))  # where there are lines between (or after) entry lines
+    if any(not between[m].endswith(b"\n") for m in others if m < matches):
+        return lo, hi, list[bytes | _RunTuple](_lines(data))
+    entry_hashes, chain_hashes, payloads = parts[1::4], parts[2::4], parts[3::4]
+    items: list[bytes | _RunTuple] = []
+    line = run_start = 0  # the chunk's line the next item starts at; the entry line (match) a run starts at
+    stops = others if others and others[-1] == matches else [*others, matches]
+    for m in stops:  # entry lines [run_start, m) are a run; the lines between entry lines m - 1 and m follow
+        if m > run_start:
+            run = _scan_run(entry_hashes[run_start:m], chain_hashes[run_start:m], payloads[run_start:m])
+            if run is None:  # each line as it was read, for the one-pass check to say what is wrong
+                pieces = zip(entry_hashes[run_start:m], chain_hashes[run_start:m], payloads[run_start:m], strict=True)
+                items.extend(b"".join((_V3_HEAD, e, _V3_MID, c, _V3_RAW, p, b"}\n")) for e, c, p in pieces)
+            else:
+                items.append((line, *run[1:]))
+            line += m - run_start
+        if between[m]:
+            lines = _lines(between[m])
+            items.extend(lines)
+            line += len(lines)
+        run_start = m
+    return lo, hi, items
+
+
+def _scans(
+    path: str | Path, jobs: int, chunk_bytes: int, size: int
+) -> Generator[tuple[int, int, list[bytes | _RunTuple]], None, None]:
+    """_scan_chunk of each chunk in file order, `jobs` worker processes at a time, a few results ahead at most."""
+    bounds = ((start, start + chunk_bytes, size) for start in range(0, size, chunk_bytes))
+    if jobs > 1:
+        import multiprocessing  # only here: the CLI's start-up does not pay for it
+
+        # Forked workers (they need nothing but this module); not on macOS, where forking is unsafe.
+        if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+            jobs = 1
+    if jobs < 2:
+        for bound in bounds:
+            yield _scan_chunk(path, *bound)
+        return
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:  # leaving (also early: a problem found) ends them
+        waiting = deque(pool.apply_async(_scan_chunk, (path, *b)) for b in islice(bounds, 2 * jobs))
+        while waiting:
+            done = waiting.popleft()
+            waiting.extend(pool.apply_async(_scan_chunk, (path, *b)) for b in islice(bounds, 1))
+            yield done.get()
+
+
+def _chunked(path: str | Path, jobs: int, chunk_bytes: int) -> Generator[bytes | _Run, None, None]:
+    """A v3 export as lines and runs (_Run), in file order; a run that does not fit is followed by its lines."""
+    replay: deque[bytes] = deque()
+    with open(path, "rb") as f:
+        scans = _scans(path, jobs, chunk_bytes, f.seek(0, 2))
+        with contextlib.closing(scans):
+            for lo, hi, items in scans:
+                for item in items:
+                    if isinstance(item, bytes):
+                        yield item
+                        continue
+                    yield _Run(item, (f, lo, hi), replay)
+                    while replay:
+                        yield replay.popleft()
 
 
 def _compare(seq: int, head: bytes, chain: bytes, tree_root: bytes | None, stack: list[bytes] | None) -> str | None:

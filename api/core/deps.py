@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import false, literal, null, select, union_all
+from sqlalchemy import Connection, bindparam, false, literal, null, select, union_all
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -123,8 +123,9 @@ def deny_stranger(services: Services, request: Request, status: int, detail: str
     return deny(services, request, status, detail)
 
 
-def _token_query(digest: str) -> Any:
-    """Users and devices with this token hash, in one statement (users first, as before)."""
+def _token_statement() -> Any:
+    """Users and devices with the token hash `digest`, in one statement (users first, as before)."""
+    digest: Any = bindparam("digest")
     users = select(
         literal("user").label("kind"), User.id, User.role, User.disabled, User.pending_approval,
         null().label("site_id"), null().label("public_key"),
@@ -136,28 +137,40 @@ def _token_query(digest: str) -> Any:
     return union_all(users, devices)
 
 
-def lookup_token(session: Session, services: Services, request: Request, token: str) -> Principal:
+# Built once: every request runs them, and building a statement cost more than running it (profile,
+# README's ingest row). Run on a plain connection: no ORM session is needed to read two rows.
+_TOKEN_LOOKUP = _token_statement()
+_USER_SITES = select(UserSite.site_id).where(UserSite.user_id == bindparam("user"))
+
+
+def lookup_token(connection: Connection, services: Services, request: Request, token: str) -> Principal:
     """The principal a bearer token names: one statement (plus a user's sites), or a logged refusal."""
-    rows = {row.kind: row for row in session.execute(_token_query(token_hash(token)))}
+    rows = {row.kind: row for row in connection.execute(_TOKEN_LOOKUP, {"digest": token_hash(token)})}
     user, device = rows.get("user"), rows.get("device")
     if user is not None and not user.disabled:
         if user.pending_approval:  # known, so logged as themselves, and never rate-limited as a stranger
             why = "your access awaits approval by a second person (an officer of your site or an auditor)"
             raise deny(services, request, 403, why, f"user:{user.id}")
-        sites = session.scalars(select(UserSite.site_id).where(UserSite.user_id == user.id))
+        sites = connection.execute(_USER_SITES, {"user": user.id}).scalars()
         return Principal("user", user.id, user.role, frozenset(sites))
     if device is not None and not device.disabled:
         return Principal("device", device.id, "device", frozenset({device.site_id}), device.public_key)
     raise deny_stranger(services, request, 401, "unknown or revoked token")
 
 
-def authenticate_sync(request: Request, services: Services) -> Principal:
-    """Authenticate in the calling thread with a short session of its own (closed before the route runs)."""
+def authenticate_sync(request: Request, services: Services, roles: tuple[str, ...] | None = None) -> Principal:
+    """Authenticate in the calling thread with a short connection of its own (closed before the route runs).
+
+    With `roles`, anyone else is refused (logged) here too, in the same thread.
+    """
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise deny_stranger(services, request, 401, "a bearer token is required")
-    with services.sessions() as session:
-        return lookup_token(session, services, request, token)
+    with services.engine.connect() as connection:
+        principal = lookup_token(connection, services, request, token)
+    if roles is not None and principal.role not in roles:
+        raise deny(services, request, 403, f"role {principal.role} may not do this", principal.actor)
+    return principal
 
 
 async def authenticate(request: Request, services: ServicesDep) -> Principal:

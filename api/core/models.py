@@ -181,7 +181,7 @@ class Segment(Base):
 
 
 class DeviceUsage(Base):
-    """What one device sent in one UTC day: the daily byte quota's counter (api.ingest.charge_upload).
+    """What one device sent in one UTC day: the daily byte quota's counter (api.ingest.try_charge).
 
     One row per device and day, bumped by a conditional UPDATE in the upload's own transaction,
     so checking the quota costs one primary-key statement however much the device has stored.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import nacl.signing
 from sqlalchemy import Engine
@@ -17,6 +21,12 @@ from api.core.storage import BlobStore
 from api.core.storage.filesystem import FilesystemStore
 from api.core.throttle import FailureThrottle
 
+T = TypeVar("T")
+# Threads for the upload path's blocking steps (authentication; reading, verifying and storing a
+# segment). More than the database pool's 15 connections would only queue on it; enough that
+# fsyncs or S3 round trips of many devices overlap.
+UPLOAD_THREADS = 16
+
 
 @dataclass
 class Services:
@@ -28,12 +38,24 @@ class Services:
     # Unauthenticated failures (bad tokens, bad enrolment codes) per client address (api.core.deps.deny).
     failures: FailureThrottle = field(default_factory=FailureThrottle)
     _writer: GroupCommitter | None = field(default=None, repr=False)
+    _upload_threads: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def writer(self) -> GroupCommitter:
         """The process's group committer for uploads' writes (made on first use, for this engine)."""
         if self._writer is None:
             self._writer = GroupCommitter(self.sessions)
         return self._writer
+
+    async def offload(self, run: Callable[..., T], *args: Any) -> T:
+        """Run blocking work of an upload on the service's own threads, and wait for it.
+
+        asyncio's own hand-off to a plain executor: the uploads' hot path makes two of these, and
+        anyio's (`run_in_threadpool`, with its capacity limiter and run-variables) measured ~40 µs
+        of CPU per call here against ~16 µs.
+        """
+        if self._upload_threads is None:
+            self._upload_threads = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="upload")
+        return await asyncio.get_running_loop().run_in_executor(self._upload_threads, run, *args)
 
 
 def make_store(settings: Settings) -> BlobStore:

@@ -15,6 +15,8 @@ import dataclasses
 import hashlib
 import shutil
 import subprocess
+import threading
+import types
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +27,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.core.models import Recording
-from api.retrieval import read_audio
+from api.core.storage import BlobStore
+from api.retrieval import READ_AHEAD, VerifiedAudio, prepare_audio, read_audio
 from api.routes.evidence import ReleaseAborted
 from evidence import audio
 from evidence.chain import SegmentStatement, SignedSegment, header_hash, sign_statement
 from evidence.envelope import new_data_key, seal_segment
+from evidence.errors import IntegrityError
 from evidence.writer import SealedSegment
 from tests.api.test_tamper import (
     PURPOSE,
@@ -314,3 +318,108 @@ def test_sox_decodes_the_streamed_flac_to_the_recorded_samples(
         ["sox", str(flac), "-t", "raw", "-e", "signed", "-b", "16", "-L", "-"], capture_output=True, check=True
     ).stdout
     np.testing.assert_array_equal(np.frombuffer(raw, dtype="<i2"), expected_pcm(rec)[:, 0])
+
+
+# --------------------------------------------------------------------------- read ahead
+#
+# VerifiedAudio.chunks opens segments ahead of the one it sends, in worker threads. What an insider
+# with write access to the store would try: swap an object once the checks before the first byte
+# have passed, so the read-ahead picks it up. Every segment is fetched again and checked where it
+# is opened, and its failure is raised in its turn: nothing of it, or of any segment after it, is
+# handed out, whichever thread opened it and however far ahead.
+
+
+class CountingStore:
+    """The service's store, with every get recorded (segment indexes, in the order asked)."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.gets: list[int] = []
+
+    def get(self, key: str) -> bytes:
+        self.gets.append(int(key.rsplit("/", 1)[1].split(".")[0]))
+        return self.store.get(key)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def prepared(client: TestClient, rid: uuid.UUID, fmt: str, store: BlobStore | None = None) -> VerifiedAudio:
+    """prepare_audio as the route calls it (every check before the first byte), on `store` if given."""
+    svc = services(client)
+    with svc.sessions() as session:
+        recording = session.get(Recording, str(rid))
+        assert recording is not None
+        return prepare_audio(session, store or svc.store, svc.keys, recording, fmt)
+
+
+def swap_ciphertext(client: TestClient, rid: uuid.UUID, index: int) -> None:
+    store = services(client).store
+    key = f"recordings/{rid}/{index:06d}.seg"
+    data = bytearray(store.get(key))
+    data[-3] ^= 0x40
+    store.put(key, bytes(data))
+
+
+SEGMENTS = READ_AHEAD + 6  # longer than the read-ahead, so it moves along the recording
+
+
+@pytest.mark.parametrize("index", [1, READ_AHEAD, SEGMENTS - 1], ids=["second", "edge-of-window", "last"])
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_an_object_swapped_after_the_checks_stops_the_stream_in_its_turn(
+    client: TestClient, world: World, index: int, fmt: str
+) -> None:
+    rec = recording_with(client, world.device, SEGMENTS, None)
+    verified = prepared(client, rec.id, fmt)  # every check passed: the stream may start
+    swap_ciphertext(client, rec.id, index)
+
+    released: list[bytes] = []
+    stream = verified.chunks()
+    with pytest.raises(IntegrityError, match=f"segment {index} in the store is not the one the device signed"):
+        for chunk in stream:
+            released.append(chunk)
+    assert next(stream, None) is None  # and nothing more after the failure
+    if fmt == "wav":  # the header, then exactly the segments before the swapped one, in order
+        assert released[0] == audio.wav_header(verified.frames, 16000, 1)
+        data = b"".join(released[1:])
+        np.testing.assert_array_equal(
+            np.frombuffer(data, dtype="<i2"), np.concatenate([s.pcm for s in rec.segments[:index]])[:, 0]
+        )
+    else:  # never the last bytes (FlacStream.close), so never a complete-looking file
+        assert len(released) <= index
+        assert b"".join(released).startswith(audio.FLAC_MAGIC)
+
+
+def test_a_swapped_last_object_is_still_refused_before_the_first_byte(client: TestClient, world: World) -> None:
+    """Swapped before the read: the hash pass, not the read-ahead, finds it, and nothing is sent."""
+    rec = recording_with(client, world.device, SEGMENTS, None)
+    swap_ciphertext(client, rec.id, SEGMENTS - 1)
+    for fmt in ("flac", "wav"):
+        assert_refused_read(client, world, rec.id, f"segment {SEGMENTS - 1} in the store is not the one", fmt=fmt)
+
+
+def test_the_read_ahead_is_bounded_and_stops_with_the_stream(client: TestClient, world: World) -> None:
+    """At most READ_AHEAD segments are fetched beyond the one being sent (memory flat in the length),
+    and a stream closed early (the client went away) asks for nothing more."""
+    rec = recording_with(client, world.device, SEGMENTS, None)
+    store = CountingStore(services(client).store)
+    verified = prepared(client, rec.id, "wav", store)  # type: ignore[arg-type]
+    assert sorted(store.gets) == list(range(SEGMENTS))  # the hash pass: each object once
+    store.gets.clear()
+    stream = verified.chunks()
+    assert next(stream) == audio.wav_header(verified.frames, 16000, 1)
+    for sent in range(SEGMENTS):  # segment `sent` handed out: nothing beyond sent + READ_AHEAD asked for
+        next(stream)
+        assert max(store.gets, default=0) <= sent + READ_AHEAD
+    assert next(stream, None) is None
+    assert sorted(store.gets) == list(range(1, SEGMENTS))  # each once more (segment 0 was opened up front)
+
+    store.gets.clear()
+    stream = prepared(client, rec.id, "wav", store).chunks()  # type: ignore[arg-type]
+    assert isinstance(stream, types.GeneratorType)
+    for _ in range(3):  # the header, segments 0 and 1
+        next(stream)
+    stream.close()
+    for thread in [t for t in threading.enumerate() if t.name.startswith("segment-open")]:
+        thread.join(30)  # the workers finish what they hold and end
+    assert max(store.gets[SEGMENTS:]) <= 1 + READ_AHEAD < SEGMENTS - 1  # past the hash pass: the window only
