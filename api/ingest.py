@@ -272,8 +272,10 @@ def create_recording(
     if isinstance(checked, Recording):
         return checked, False
     try:
-        return write_recording(session, checked, quotas), True
+        return write_recording(session, checked, quotas)
     except Refusal as refusal:
+        if isinstance(refusal.error, HTTPException):
+            raise refusal.error from None
         raise refuse_recording(session, checked, refusal.error, quotas) from None
     except OpenQuotaFull as exc:
         raise refuse_recording(session, checked, exc, quotas) from None
@@ -323,15 +325,26 @@ def check_recording(
     return CheckedRecording(device_id, device.site_id, body, header, consent, signature, header_size)
 
 
-def write_recording(session: Session, checked: CheckedRecording, quotas: Quotas | None = None) -> Recording:
+def write_recording(
+    session: Session, checked: CheckedRecording, quotas: Quotas | None = None
+) -> tuple[Recording, bool]:
     """The writes of a checked creation; a job for api.core.group_commit (or the caller's transaction).
 
     The charge comes first: its refusal writes nothing (`Refusal(OverQuota)`). The open-recordings
     count after it is exact; if full, `OpenQuotaFull` after a write, for the caller to roll back.
-    The recording is re-looked-up first, so a job re-run alone after its batch failed finds a
-    creation that raced it (and fails as a conflict, never twice created).
+    The recording is looked up again first: a creation that raced this one (queued before it, or
+    committed before a failed batch's job is run again alone) makes this a repeat, or a 409.
+    Returns (recording, created).
     """
     body, device_id = checked.body, checked.device_id
+    rid = str(checked.header.recording_id)
+    # The same request twice at once (a device retrying an opening still queued): the first
+    # creates, the second finds it here, in the same writer's order, and is a repeat.
+    existing = session.get(Recording, rid)
+    if existing is not None:
+        if existing.device_id == device_id and existing.header_signature == checked.signature:
+            return existing, False
+        raise Refusal(_reject(409, "a different recording already has this id"))
     if quotas is not None:
         used = try_charge(session, device_id, checked.header_size, quotas)  # locks the device's day row
         if used is not None:
@@ -339,7 +352,7 @@ def write_recording(session: Session, checked: CheckedRecording, quotas: Quotas 
         if not checked.objected and (count := _open_count(session, device_id, quotas)) >= quotas.open_recordings:
             raise OpenQuotaFull(count)
     recording = Recording(
-        id=str(checked.header.recording_id),
+        id=rid,
         device_id=device_id,
         site_id=checked.site_id,
         started_at=checked.header.started,
@@ -361,10 +374,13 @@ def write_recording(session: Session, checked: CheckedRecording, quotas: Quotas 
         target=f"recording:{recording.id}",
         detail={"notice": f"{consent.notice_id}/v{consent.notice_version}/{consent.language}"},
     )
-    # Within the job: a conflict (the same id created meanwhile) fails here, not in another job's
-    # statement or at the batch's commit.
-    session.flush()
-    return recording
+    # Within the job: a conflict (the same id created meanwhile by another process) fails here, not
+    # in another job's statement or at the batch's commit; run again alone, the job then finds it.
+    try:
+        session.flush()
+    except DBIntegrityError as exc:
+        raise _reject(409, "this recording was created concurrently; retry") from exc
+    return recording, True
 
 
 def refuse_recording(

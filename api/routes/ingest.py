@@ -92,9 +92,9 @@ async def open_recording(
         response.status_code = 200
         return {"id": checked[0], "status": checked[1]}
 
-    def write(session: Session) -> tuple[str, str]:
-        recording = write_recording(session, checked, quotas)
-        return recording.id, recording.status
+    def write(session: Session) -> tuple[str, str, bool]:
+        recording, created = write_recording(session, checked, quotas)
+        return recording.id, recording.status, created
 
     try:
         committed = await services.writer().run(write)
@@ -108,7 +108,9 @@ async def open_recording(
         raise await services.offload(refuse) from None
     for job in committed.deferred:  # an audit checkpoint that fell due: after the answer
         tasks.add_task(job)
-    recording_id, status = committed.value
+    recording_id, status, created = committed.value
+    if not created:
+        response.status_code = 200
     return {"id": recording_id, "status": status}
 
 

@@ -364,3 +364,30 @@ def test_unknown_recording_ids_are_unaffected_by_quotas(client: TestClient, worl
     )
     assert reply.status_code == 404
     assert used_today(client, dev) == 0
+
+
+def test_the_same_opening_racing_itself_is_created_once(client: TestClient, world: World) -> None:
+    """A device that retries an opening still queued (its first try timed out): one 201, the rest
+    200 for the same recording, never a 500, and one recording with one creation in the log."""
+    dev = world.device
+    rec = recording(dev)
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def attempt() -> None:
+        status = open_rec(client, dev, rec).status_code
+        with lock:
+            answers.append(status)
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [200] * 5 + [201]
+    with services(client).sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Recording).where(Recording.id == str(rec.id))) == 1
+        created = session.scalar(
+            select(func.count()).select_from(AccessLog).where(AccessLog.target == f"recording:{rec.id}")
+        )
+    assert created == 1
