@@ -20,15 +20,18 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.core.audit import SIGNER_KEY, CheckpointPolicy, entry_fields
+from api.core.audit import ENTRY_COLUMNS, SIGNER_KEY, CheckpointPolicy, entry_fields
 from api.core.models import AccessLog, Device, Recording, Segment
 from evidence.audit_actions import Action
 from evidence.audit_log import GENESIS, chain_hash, entry_hash
 from evidence.errors import IntegrityError
+
+Entry = TypeVar("Entry", bound=Any)  # an AccessLog, or a row of ENTRY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def _policy(session: Session) -> CheckpointPolicy:
     return policy
 
 
-def _genuine(session: Session, policy: CheckpointPolicy, rows: Sequence[AccessLog]) -> list[AccessLog]:
+def _genuine(session: Session, policy: CheckpointPolicy, rows: Sequence[Entry]) -> list[Entry]:
     """The entries among `rows` that this service wrote, unaltered (one query for their predecessors)."""
     wanted = {row.seq - 1 for row in rows if row.seq > 1}
     prev: dict[int, bytes] = {
@@ -98,16 +101,17 @@ def check_recording(session: Session, recording: Recording, device: Device, rows
 
     policy = _policy(session)
     target = f"recording:{recording.id}"
-    created = session.scalars(
-        select(AccessLog).where(
+    # Plain rows, not ORM objects: an hour's read re-checks 720 upload entries (api.core.audit.ENTRY_COLUMNS).
+    created = session.execute(
+        select(*ENTRY_COLUMNS).where(
             AccessLog.target == target, AccessLog.action.in_([Action.RECORDING_CREATE, Action.CONSENT_OBJECTED])
         )
     ).all()
     if not any(row.actor == f"device:{recording.device_id}" for row in _genuine(session, policy, created)):
         raise IntegrityError("the audit log does not record this device creating the recording")
 
-    uploads = session.scalars(
-        select(AccessLog).where(AccessLog.target == target, AccessLog.action == Action.SEGMENT_UPLOAD)
+    uploads = session.execute(
+        select(*ENTRY_COLUMNS).where(AccessLog.target == target, AccessLog.action == Action.SEGMENT_UPLOAD)
     ).all()
     logged = {}
     for row in _genuine(session, policy, uploads):

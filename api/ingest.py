@@ -601,11 +601,13 @@ def write_segment(session: Session, checked: CheckedSegment, quotas: Quotas | No
     """The writes of one checked segment; a job for api.core.group_commit (or the caller's transaction).
 
     Statements: the chain head's compare-and-set, the quota charge, the segment row, the audit
-    entry (three). The compare-and-set comes first and re-checks, under the write lock (SQLite's,
-    or the row's on PostgreSQL), everything check_segment relied on that another request can
-    change: still open, not deleted, this index next, this head. If it moves nothing, nothing was
-    written: `Refusal` (409), and the device retries (its retry gets the precise reason). A quota
-    refusal at the charge comes after that write: `OverQuota`, for the caller to roll back.
+    entry (three; in a group-commit batch only its INSERT after the batch's first, the head's
+    statements being shared: api.core.audit.APPEND_BATCH). The compare-and-set comes first and
+    re-checks, under the write lock (SQLite's, or the row's on PostgreSQL), everything
+    check_segment relied on that another request can change: still open, not deleted, this index
+    next, this head. If it moves nothing, nothing was written: `Refusal` (409), and the device
+    retries (its retry gets the precise reason). A quota refusal at the charge comes after that
+    write: `OverQuota`, for the caller to roll back.
     """
     rid, now = checked.recording_id, checked.received_at
     connection = session.connection()

@@ -7,7 +7,11 @@ of a large export (time and peak memory) next to a bare pass over the same file.
 
 Appends go through api.core.audit.record_committed on the embedded default (SQLite
 WAL, synchronous=FULL), each its own committed transaction, as evidence reads
-and denials are written. The export to verify is written to a file with the
+and denials are written. Then appends in batches, as the uploads' group commit makes
+them (api.core.group_commit): N record_event calls in one transaction, with the
+head settled once per batch (APPEND_BATCH, what the group commit does) against
+the head bumped and moved by every append (the baseline), alternated in one
+process: CPU and SQL statements per append. The export to verify is written to a file with the
 service's own line writers (evidence.audit_log.export_*_line: the route uses
 them too) and the same hashing and signing code: entry hash, chain, Merkle tree,
 a signed tree head right after every 1,000th entry, as GET /v1/audit/export
@@ -36,16 +40,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import nacl.signing
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from api.bootstrap import init_data_dir
-from api.core.audit import record_committed
+from api.core.audit import APPEND_BATCH, record_committed, record_event
 from api.core.models import AccessLog, utcnow
-from api.core.services import build_services
+from api.core.services import Services, build_services
 from api.core.settings import Settings
 from bench._meta import load_average, revision
+from evidence.audit_actions import Action
 from evidence.audit_log import (
     EXPORT_FORMATS,
     GENESIS,
@@ -115,6 +121,51 @@ def process_appends(data_dir: Path, processes: int, seconds: float) -> float:
     for p in procs:
         p.join()
     return total / (time.monotonic() - start)
+
+
+BENCH_ACTION = cast(Action, "bench:audit:append")  # as the threads' appends above: not a service action
+
+
+def _batch_cost(services: Services, size: int, settled: bool, batches: int) -> tuple[float, float]:
+    """CPU seconds and SQL statements per append for `batches` transactions of `size` appends each."""
+    statements = [0]
+
+    def count(*_args: object) -> None:
+        statements[0] += 1
+
+    event.listen(services.engine, "before_cursor_execute", count)
+    try:
+        cpu = time.process_time()
+        for _ in range(batches):
+            with services.sessions() as session:
+                session.info[APPEND_BATCH] = settled
+                for n in range(size):
+                    record_event(session, actor="bench:batch", action=BENCH_ACTION, detail={"n": n})
+                session.commit()
+        cpu = time.process_time() - cpu
+    finally:
+        event.remove(services.engine, "before_cursor_execute", count)
+    appended = size * batches
+    return cpu / appended, statements[0] / appended
+
+
+def batch_appends(data_dir: Path, sizes: list[int], rounds: int = 3) -> None:
+    services = build_services(Settings(data_dir=data_dir, env="development"))
+    print("\nappends in batches (one transaction of N, as the group commit makes them; best of 3 alternated rounds)")
+    print(f"{'batch':>6}  {'each moves the head':>28}  {'head settled once':>28}  {'CPU ratio':>9}")
+    for size in sizes:
+        batches = max(1, 2000 // size)
+        best: dict[bool, tuple[float, float]] = {}
+        for _ in range(rounds):
+            for settled in (False, True):
+                cpu, stmts = _batch_cost(services, size, settled, batches)
+                if settled not in best or cpu < best[settled][0]:
+                    best[settled] = (cpu, stmts)
+        (base_cpu, base_stmts), (cpu, stmts) = best[False], best[True]
+        print(
+            f"{size:>6}  {base_cpu * 1e6:>9.0f} µs {base_stmts:>5.2f} statements  "
+            f"{cpu * 1e6:>9.0f} µs {stmts:>5.2f} statements  {cpu / base_cpu:>8.2f}x"
+        )
 
 
 def _v2_entry_line(fields: dict[str, object], leaf: bytes, head: bytes) -> str:
@@ -205,6 +256,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="writer processes sharing the database (default 2)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per append measurement (default 5)")
     parser.add_argument("--no-appends", action="store_true", help="skip the append measurements")
+    parser.add_argument("--batches", default="1,4,16,64", help="batch sizes to append in (default 1,4,16,64)")
     parser.add_argument("--entries", type=int, default=1_000_000, help="entries in the export to verify (default 1e6)")
     parser.add_argument("--formats", default="v3", help="export formats to verify, e.g. v3,v2 (default v3)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each verification; the best is shown")
@@ -221,6 +273,7 @@ def main() -> None:
                 print(f"{threads:>6} threads  {appends(data, threads, args.seconds):>10.0f}")
             if args.processes > 1:
                 print(f"{args.processes:>4} processes  {process_appends(data, args.processes, args.seconds):>10.0f}")
+            batch_appends(data, [int(n) for n in args.batches.split(",")])
             services = build_services(Settings(data_dir=data, env="development"))
             with services.sessions() as session:
                 total = session.scalar(select(func.count()).select_from(AccessLog)) or 0

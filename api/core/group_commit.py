@@ -38,7 +38,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.core.audit import CHECKPOINT_DEFER
+from api.core.audit import APPEND_BATCH, CHECKPOINT_DEFER
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ class GroupCommitter:
         try:
             with self._sessions() as session:
                 session.info[CHECKPOINT_DEFER] = deferred
+                # The audit head moved once per batch (api.core.audit); alone, as ever (the hooks cost more).
+                session.info[APPEND_BATCH] = len(batch) > 1
                 for job in batch:
                     try:
                         done.append((job, job.run(session)))

@@ -23,7 +23,7 @@ from api.core.throttle import FailureThrottle
 
 T = TypeVar("T")
 # Threads for the upload path's blocking steps (authentication; reading, verifying and storing a
-# segment). More than the database pool's 15 connections would only queue on it; enough that
+# segment). More than the database pool keeps (api.core.db.POOL_SIZE) would only queue on it; enough that
 # fsyncs or S3 round trips of many devices overlap.
 UPLOAD_THREADS = 16
 

@@ -14,12 +14,12 @@ from concurrent.futures import Future
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from api.core.audit import record_event
+from api.core.audit import SIGNER_KEY, last_own_entry, record_committed, record_event
 from api.core.group_commit import Committed, GroupCommitter, Refusal
-from api.core.models import AccessLog, Recording, Segment
+from api.core.models import AccessLog, AuditHead, Recording, Segment, Site
 from api.core.services import Services
 from evidence import wire
 from evidence.audit_actions import Action
@@ -72,6 +72,80 @@ def test_jobs_that_arrive_during_a_commit_share_the_next_one(app: FastAPI) -> No
     assert [f.result(30).value for f in rest] == [f"job{n}" for n in range(10)]
     assert (committer.batches, committer.jobs) == (2, 11)  # the first alone, the ten queued together
     assert logged(svc) == ["test:first"] + [f"test:job{n}" for n in range(10)]
+
+
+def test_a_batch_moves_the_audit_head_once_and_leaves_one_chain(app: FastAPI) -> None:
+    """Appends after a batch's first number and chain from the last one, and the head is settled once.
+
+    The log is then exactly what one append after another would have written: every entry checks
+    out against its predecessor and seal, the head names the last entry, and the next ordinary
+    append (outside any batch) links to it.
+    """
+    svc = services(app)
+    committer = GroupCommitter(svc.sessions)
+    head_statements: list[str] = []
+
+    entry_inserts: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "audit_head" in statement and not statement.lstrip().upper().startswith("SELECT"):
+            head_statements.append(statement.split()[0])
+        if statement.lstrip().upper().startswith("INSERT INTO ACCESS_LOG"):
+            entry_inserts.append(statement)
+
+    go, first = held_writer(committer)
+    rest = [committer.submit(append(f"job{n}")) for n in range(10)]
+    event.listen(svc.engine, "before_cursor_execute", count)
+    try:
+        go.set()
+        first.result(30)
+        assert [f.result(30).value for f in rest] == [f"job{n}" for n in range(10)]
+    finally:
+        event.remove(svc.engine, "before_cursor_execute", count)
+    assert committer.batches == 2
+    # The first job alone (a bump and a move), then the ten queued behind it: one bump and one
+    # settle for all of them (one append at a time would have been 2 + 20).
+    assert head_statements == ["UPDATE"] * 4
+    assert len(entry_inserts) == 11  # one per entry, as ever
+    record_committed(svc.sessions, actor="test:after", action=Action.ACCESS_DENIED, outcome="denied")
+    with svc.sessions() as session:
+        head = session.get(AuditHead, 1)
+        last = session.scalars(select(AccessLog).order_by(AccessLog.seq.desc()).limit(1)).one()
+        checked = last_own_entry(session, session.info[SIGNER_KEY], 0)
+    assert head is not None and (head.seq, head.chain_hash) == (last.seq, last.chain_hash)
+    assert checked == (last.seq, last.chain_hash)  # every entry, the batch's and the one after, checks out
+    assert logged(svc) == ["test:first"] + [f"test:job{n}" for n in range(10)] + ["test:after"]
+
+
+def test_a_batch_of_jobs_that_flush_orm_writes_between_appends_keeps_one_chain(app: FastAPI) -> None:
+    """As openings do: an ORM row flushed before each append (a flush is a subtransaction of its own).
+
+    Found by the soak: ending a flush's subtransaction was taken for the end of the batch's, so the
+    next append bumped the head again and reused a sequence number (UNIQUE access_log.seq), and
+    every such batch failed and ran again job by job.
+    """
+    svc = services(app)
+    committer = GroupCommitter(svc.sessions)
+
+    def with_a_row(name: str) -> Callable[[Session], str]:
+        def job(session: Session) -> str:
+            session.add(Site(id=f"site-{name}", name=name))  # flushed by the append's autoflush
+            return append(name)(session)
+
+        return job
+
+    go, first = held_writer(committer)
+    rest = [committer.submit(with_a_row(f"job{n}")) for n in range(5)]
+    go.set()
+    first.result(30)
+    assert [f.result(30).value for f in rest] == [f"job{n}" for n in range(5)]
+    assert (committer.batches, committer.jobs) == (2, 6)  # one batch for the five, none run again alone
+    with svc.sessions() as session:
+        head = session.get(AuditHead, 1)
+        last = session.scalars(select(AccessLog).order_by(AccessLog.seq.desc()).limit(1)).one()
+        assert last_own_entry(session, session.info[SIGNER_KEY], 0) == (last.seq, last.chain_hash)
+        assert session.scalar(select(func.count()).select_from(Site).where(Site.id.like("site-job%"))) == 5
+    assert head is not None and (head.seq, head.chain_hash) == (last.seq, last.chain_hash)
 
 
 def test_a_refusal_leaves_the_rest_of_its_batch_committed(app: FastAPI) -> None:
