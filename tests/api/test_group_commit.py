@@ -14,10 +14,11 @@ from concurrent.futures import Future
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.core.audit import SIGNER_KEY, last_own_entry, record_committed, record_event
+from api.core.db import StatementCounter
 from api.core.group_commit import Committed, GroupCommitter, Refusal
 from api.core.models import AccessLog, AuditHead, Recording, Segment, Site
 from api.core.services import Services
@@ -83,26 +84,15 @@ def test_a_batch_moves_the_audit_head_once_and_leaves_one_chain(app: FastAPI) ->
     """
     svc = services(app)
     committer = GroupCommitter(svc.sessions)
-    head_statements: list[str] = []
-
-    entry_inserts: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if "audit_head" in statement and not statement.lstrip().upper().startswith("SELECT"):
-            head_statements.append(statement.split()[0])
-        if statement.lstrip().upper().startswith("INSERT INTO ACCESS_LOG"):
-            entry_inserts.append(statement)
-
     go, first = held_writer(committer)
     rest = [committer.submit(append(f"job{n}")) for n in range(10)]
-    event.listen(svc.engine, "before_cursor_execute", count)
-    try:
+    with StatementCounter(svc.engine) as counter:
         go.set()
         first.result(30)
         assert [f.result(30).value for f in rest] == [f"job{n}" for n in range(10)]
-    finally:
-        event.remove(svc.engine, "before_cursor_execute", count)
     assert committer.batches == 2
+    head_statements = [s.split()[0] for s in counter.statements if "audit_head" in s and not s.startswith("SELECT")]
+    entry_inserts = [s for s in counter.statements if s.startswith("INSERT INTO access_log")]
     # The first job alone (a bump and a move), then the ten queued behind it: one bump and one
     # settle for all of them (one append at a time would have been 2 + 20).
     assert head_statements == ["UPDATE"] * 4
