@@ -16,13 +16,14 @@ from typing import NoReturn, Protocol, cast
 
 import nacl.signing
 from fastapi import HTTPException
-from sqlalchemy import Table, and_, bindparam, exists, func, insert, literal_column, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, lazyload
 
 from api.core.audit import record_event
+from api.core.batch_rows import insert_row
 from api.core.group_commit import Refusal
 from api.core.keys import check_sealed_to
 from api.core.models import (
@@ -630,22 +631,20 @@ def write_segment(session: Session, checked: CheckedSegment, quotas: Quotas | No
         used = try_charge(session, checked.device_id, checked.size, quotas)
         if used is not None:
             raise OverQuota(used)
+    row = {
+        "recording_id": rid,
+        "index": checked.index,
+        "final": checked.final,
+        "ciphertext_sha256": checked.ciphertext_sha256,
+        "plaintext_sha256": checked.plaintext_sha256,
+        "prev_hash": checked.prev_hash,
+        "signature": checked.signature,
+        "size": checked.size,
+        "object_key": checked.object_key,
+        "received_at": now,
+    }
     try:
-        connection.execute(
-            _INSERT_SEGMENT,
-            {
-                "recording_id": rid,
-                "index": checked.index,
-                "final": checked.final,
-                "ciphertext_sha256": checked.ciphertext_sha256,
-                "plaintext_sha256": checked.plaintext_sha256,
-                "prev_hash": checked.prev_hash,
-                "signature": checked.signature,
-                "size": checked.size,
-                "object_key": checked.object_key,
-                "received_at": now,
-            },
-        )
+        insert_row(session, _SEGMENTS, row)  # in a group-commit batch, with the batch's others (api.core.batch_rows)
     except DBIntegrityError as exc:  # cannot follow the compare-and-set above unless the rows disagree
         raise _reject(409, f"segment {checked.index} was stored concurrently; retry") from exc
     record_event(
@@ -666,7 +665,7 @@ def refuse_over_quota(session: Session, checked: CheckedSegment, used: int, quot
 
 
 # On the tables, not the mapped classes: plain Core statements, no ORM unit-of-work around them.
-_INSERT_SEGMENT = insert(cast(Table, Segment.__table__))
+_SEGMENTS = cast(Table, Segment.__table__)
 _MOVE_CHAIN = (
     update(cast(Table, Recording.__table__))
     .where(

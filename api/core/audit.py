@@ -23,16 +23,17 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import nacl.hash
 import nacl.signing
 from nacl.encoding import RawEncoder
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, insert, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit_tree import NodeFiller
+from api.core.batch_rows import insert_row
 from api.core.models import AccessLog, AuditCheckpoint, AuditHead, AuditNode, utcnow
 from evidence.audit_actions import Action
 from evidence.audit_log import GENESIS, chain_hash, entry_hash, sign_tree_head, timestamp
@@ -106,7 +107,7 @@ def record_event(
     leaf = entry_hash({**fields, "at": timestamp(now)})
     link = chain_hash(prev, leaf)
     seal = policy.seal(link) if policy is not None else b""
-    connection.execute(_INSERT_ENTRY, {**fields, "entry_hash": leaf, "chain_hash": link, "seal": seal})
+    insert_row(session, _ENTRIES, {**fields, "entry_hash": leaf, "chain_hash": link, "seal": seal})
     if session.info.get(APPEND_BATCH):
         if not session.info.get(_HOOKED):  # once per session: each is a no-op without a tail
             session.info[_HOOKED] = True
@@ -133,7 +134,7 @@ _MOVE_HEAD = (
     .values(chain_hash=bindparam("link"))
     .execution_options(synchronize_session=False)
 )
-_INSERT_ENTRY = insert(AccessLog)
+_ENTRIES = cast(Table, AccessLog.__table__)
 
 # Session.info flag for a transaction that appends many entries one at a time (the group commit's
 # batches, api.core.group_commit): after its first append, which bumps the head and so holds it

@@ -39,6 +39,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit import APPEND_BATCH, CHECKPOINT_DEFER
+from api.core.batch_rows import DEFER_INSERTS
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ class GroupCommitter:
                 self._thread.start()
         return job.future
 
+    def queued(self) -> int:
+        """Jobs waiting for the writer (approximate while jobs arrive: for tests and benchmarks)."""
+        return self._queue.qsize()
+
     async def run(self, run: Callable[[Session], T]) -> Committed[T]:
         """Submit and wait without holding a thread of the pool (the writer resolves the future)."""
         return await asyncio.wrap_future(self.submit(run))
@@ -131,8 +136,10 @@ class GroupCommitter:
         try:
             with self._sessions() as session:
                 session.info[CHECKPOINT_DEFER] = deferred
-                # The audit head moved once per batch (api.core.audit); alone, as ever (the hooks cost more).
-                session.info[APPEND_BATCH] = len(batch) > 1
+                # The audit head moved once per batch (api.core.audit) and the rows of segments and audit
+                # entries inserted in one statement each (api.core.batch_rows); alone, as ever (the hooks
+                # cost more than they save).
+                session.info[APPEND_BATCH] = session.info[DEFER_INSERTS] = len(batch) > 1
                 for job in batch:
                     try:
                         done.append((job, job.run(session)))
