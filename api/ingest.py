@@ -40,7 +40,6 @@ from api.core.models import (
 from api.core.settings import Settings
 from api.core.storage import BlobStore
 from api.core.storage.interface import ObjectExists, segment_key
-from api.ingest_batch import Charge, Move, batching, defer_charge, defer_move
 from api.schemas import RecordingCreate
 from consent.records import ConsentError, ConsentRecord
 from evidence.audit_actions import Action
@@ -609,18 +608,29 @@ def write_segment(session: Session, checked: CheckedSegment, quotas: Quotas | No
     check_segment relied on that another request can change: still open, not deleted, this index
     next, this head. If it moves nothing, nothing was written: `Refusal` (409), and the device
     retries (its retry gets the precise reason). A quota refusal at the charge comes after that
-    write: `OverQuota`, for the caller to roll back. In a SQLite group-commit batch, the
-    compare-and-set and the charge are made for the whole batch at its commit, all or nothing
-    (api.ingest_batch): a job whose chain moved, or whose charge is refused, fails the batch,
-    and run again alone it gets the same answers as here.
+    write: `OverQuota`, for the caller to roll back.
     """
     rid, now = checked.recording_id, checked.received_at
-    if batching(session):  # a SQLite batch: with the batch's others, at its commit (api.ingest_batch)
-        defer_move(session, Move(rid, checked.index, checked.prev_hash, checked.link_hash, now, checked.final))
-        if quotas is not None:
-            defer_charge(session, Charge(checked.device_id, _utc_day(now), checked.size, quotas.bytes_per_day))
-    else:
-        _move_and_charge(session, checked, quotas)
+    connection = session.connection()
+    moved = connection.execute(
+        _MOVE_CHAIN,
+        {
+            "rid": rid,
+            "index": checked.index,
+            "prev": checked.prev_hash,
+            "count": checked.index + 1,
+            "head": checked.link_hash,
+            "now": now,
+            "status": "complete" if checked.final else "open",
+            "ended": now if checked.final else None,
+        },
+    )
+    if moved.rowcount != 1:
+        raise Refusal(_reject(409, f"segment {checked.index} raced another upload or a change to the recording; retry"))
+    if quotas is not None:
+        used = try_charge(session, checked.device_id, checked.size, quotas)
+        if used is not None:
+            raise OverQuota(used)
     row = {
         "recording_id": rid,
         "index": checked.index,
@@ -644,31 +654,6 @@ def write_segment(session: Session, checked: CheckedSegment, quotas: Quotas | No
         target=f"recording:{rid}",
         detail={"index": checked.index, "final": checked.final, "sha256": checked.ciphertext_sha256.hex()},
     )
-
-
-def _move_and_charge(session: Session, checked: CheckedSegment, quotas: Quotas | None) -> None:
-    """write_segment's compare-and-set and charge, one statement each, now."""
-    rid, now = checked.recording_id, checked.received_at
-    connection = session.connection()
-    moved = connection.execute(
-        _MOVE_CHAIN,
-        {
-            "rid": rid,
-            "index": checked.index,
-            "prev": checked.prev_hash,
-            "count": checked.index + 1,
-            "head": checked.link_hash,
-            "now": now,
-            "status": "complete" if checked.final else "open",
-            "ended": now if checked.final else None,
-        },
-    )
-    if moved.rowcount != 1:
-        raise Refusal(_reject(409, f"segment {checked.index} raced another upload or a change to the recording; retry"))
-    if quotas is not None:
-        used = try_charge(session, checked.device_id, checked.size, quotas)
-        if used is not None:
-            raise OverQuota(used)
 
 
 def refuse_over_quota(session: Session, checked: CheckedSegment, used: int, quotas: Quotas | None) -> HTTPException:

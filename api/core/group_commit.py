@@ -39,7 +39,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.core.audit import APPEND_BATCH, CHECKPOINT_DEFER
-from api.core.batch_rows import DEFER_INSERTS, Shortfall
+from api.core.batch_rows import DEFER_INSERTS
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -146,15 +146,12 @@ class GroupCommitter:
                     except Refusal as refusal:
                         refused.append((job, refusal.error))
                 session.commit()
-        except Exception as exc:
+        except Exception:
             if len(batch) == 1:
                 raise
             # A job failed after writing (or the commit did): nothing of the batch is stored. Each
             # job again, alone, so one job's failure is its own.
-            if isinstance(exc, Shortfall):  # expected now and then: a race, a quota's edge, a day's first charge
-                logger.info("a batch of %d writes fell short (%s); each is retried alone", len(batch), exc)
-            else:
-                logger.warning("a batch of %d writes failed; each is retried alone", len(batch), exc_info=True)
+            logger.warning("a batch of %d writes failed; each is retried alone", len(batch), exc_info=True)
             for job in batch:
                 self._alone(job)
             return
