@@ -9,8 +9,8 @@ Appends go through api.core.audit.record_committed on the embedded default (SQLi
 WAL, synchronous=FULL), each its own committed transaction, as evidence reads
 and denials are written. Then appends in batches, as the uploads' group commit makes
 them (api.core.group_commit): N record_event calls in one transaction, with the
-head settled once per batch and the entries inserted in one statement (APPEND_BATCH and
-DEFER_INSERTS, what the group commit does) against
+head settled once per batch and the entries inserted in one statement (flagged by
+api.core.group_commit.flag_batch, as the group commit's writer flags its batches) against
 the head bumped and moved by every append (the baseline), alternated in one
 process: CPU and SQL statements per append. The export to verify is written to a file with the
 service's own line writers (evidence.audit_log.export_*_line: the route uses
@@ -47,8 +47,8 @@ import nacl.signing
 from sqlalchemy import event, func, select
 
 from api.bootstrap import init_data_dir
-from api.core.audit import APPEND_BATCH, record_committed, record_event
-from api.core.batch_rows import DEFER_INSERTS
+from api.core.audit import record_committed, record_event
+from api.core.group_commit import flag_batch
 from api.core.models import AccessLog, utcnow
 from api.core.services import Services, build_services
 from api.core.settings import Settings
@@ -140,8 +140,7 @@ def _batch_cost(services: Services, size: int, settled: bool, batches: int) -> t
         cpu = time.process_time()
         for _ in range(batches):
             with services.sessions() as session:
-                # As api.core.group_commit flags a batch: the head settled once, the rows in one INSERT.
-                session.info[APPEND_BATCH] = session.info[DEFER_INSERTS] = settled
+                flag_batch(session, settled)  # as the group commit's writer flags a batch
                 for n in range(size):
                     record_event(session, actor="bench:batch", action=BENCH_ACTION, detail={"n": n})
                 session.commit()

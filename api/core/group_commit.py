@@ -48,6 +48,17 @@ MAX_BATCH = 64  # bounds one transaction's length (and a failed batch's re-runs)
 IDLE_SECONDS = 5.0
 
 
+def flag_batch(session: Session, batched: bool) -> None:
+    """Flag a transaction that runs many jobs' writes, as the writer does for a batch of two or more.
+
+    The audit head is moved once per batch (api.core.audit.APPEND_BATCH) and the rows of segments
+    and audit entries are inserted in one statement each (api.core.batch_rows.DEFER_INSERTS).
+    Unflagged, each write happens at once, as ever: alone, the hooks cost more than they save.
+    bench/audit_log.py flags its batches here too, so that it measures what the writer runs.
+    """
+    session.info[APPEND_BATCH] = session.info[DEFER_INSERTS] = batched
+
+
 class Refusal(Exception):
     """Raised by a job that wrote nothing: its caller gets `error`, the batch goes on."""
 
@@ -136,10 +147,7 @@ class GroupCommitter:
         try:
             with self._sessions() as session:
                 session.info[CHECKPOINT_DEFER] = deferred
-                # The audit head moved once per batch (api.core.audit) and the rows of segments and audit
-                # entries inserted in one statement each (api.core.batch_rows); alone, as ever (the hooks
-                # cost more than they save).
-                session.info[APPEND_BATCH] = session.info[DEFER_INSERTS] = len(batch) > 1
+                flag_batch(session, len(batch) > 1)
                 for job in batch:
                     try:
                         done.append((job, job.run(session)))
