@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.install_shapes,
+    pytest.mark.timeout(1200),  # the first test sets up three virtualenvs from the package index (1.5-2.5 min)
     pytest.mark.skipif(
         os.environ.get("COUNTERSIGN_TEST_BACKEND") == "postgres-s3",
         reason="install shapes do not depend on the backend: checked once, in the SQLite run",
