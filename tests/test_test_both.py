@@ -22,14 +22,17 @@ pytestmark = pytest.mark.skipif(POSTGRES_S3, reason="tests the CI script, not th
 SCRIPT = REPO / "scripts" / "test-both.sh"
 
 
-def run_both(tmp_path: Path, body: str, pass_timeout: int) -> tuple[subprocess.CompletedProcess[str], Path]:
+def run_both(
+    tmp_path: Path, body: str, pass_timeout: int, exit_grace: int = 120
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     tests = tmp_path / "suite"
-    tests.mkdir()
+    tests.mkdir(parents=True)
     (tests / "test_subject.py").write_text(textwrap.dedent(body))
     (tests / "pytest.ini").write_text("[pytest]\n")  # this repository's settings (timeouts, re-runs) stay out
     pids = tmp_path / "pids"
     env = {**os.environ, "PASS_TIMEOUT": str(pass_timeout), "PIDS": str(pids), "VENV": str(REPO / ".venv")}
     env["COLUMNS"] = "200"  # the summary's lines whole
+    env["EXIT_GRACE"] = str(exit_grace)
     env.pop("PYTEST_ADDOPTS", None)
     done = subprocess.run(
         ["bash", str(SCRIPT), "-c", str(tests / "pytest.ini"), str(tests)],
@@ -67,7 +70,7 @@ def test_a_hung_pass_is_dumped_stopped_and_named_in_the_last_lines(tmp_path: Pat
     )
     assert time.monotonic() - started < 90, "the script waited for the hung pass"
     assert done.returncode == 1, done.stdout + done.stderr
-    last = done.stdout.strip().splitlines()[-4:]
+    last = done.stdout.strip().splitlines()[-6:]
     for label in ("sqlite-fs", "postgres-s3"):
         assert any(line.startswith(f"== {label}: hung in ") and "test_waits_for_ever" in line for line in last), last
         assert f"== {label}: stopped: it overran PASS_TIMEOUT=4 s" in last, last
@@ -100,3 +103,26 @@ def test_passes_that_finish_are_summarised_with_their_failures_last(tmp_path: Pa
         failed = [line for line in last if line.startswith(f"== {label}: FAILED ")]
         assert len(failed) == 1 and failed[0].endswith("test_subject.py::test_fails - assert 1 == 2"), last
         assert f"== {label}: 1 failed, 1 passed" in " ".join(last), last
+
+
+def test_a_pass_that_summarised_but_does_not_exit_is_stopped_and_its_summary_decides(tmp_path: Path) -> None:
+    """All tests ran, but a non-daemon thread a test left keeps the process alive after the summary."""
+    body = """
+        import threading
+
+        def test_passes_but_leaves_a_thread():
+            threading.Thread(target=threading.Event().wait, name="left-behind").start()
+        """
+    started = time.monotonic()
+    done, _ = run_both(tmp_path, body, pass_timeout=300, exit_grace=3)
+    assert time.monotonic() - started < 90, "the script waited for the process that did not exit"
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"left-behind"' in done.stdout  # py-spy's dump names the thread that kept it alive
+    last = done.stdout.strip().splitlines()[-4:]
+    for label in ("sqlite-fs", "postgres-s3"):
+        assert f"== {label}: stopped: it printed its summary but had not exited 3 s later" in last, last
+        assert any(line.startswith(f"== {label}: 1 passed in ") for line in last), last
+
+    failing = body.replace("start()", "start()\n            assert False")
+    done, _ = run_both(tmp_path / "failing", failing, pass_timeout=300, exit_grace=3)
+    assert done.returncode == 1, done.stdout + done.stderr
