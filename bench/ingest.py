@@ -2,7 +2,8 @@
 
 Countersign runs as a real server (`python -m countersign server run --workers W`, uvicorn) on
 127.0.0.1. N simulated devices each open one recording and upload its chain of signed, encrypted
-FLAC segments in order, one keep-alive connection per device (httpx, one thread per device). Every
+FLAC segments in order, one keep-alive connection per device (httpx, or with --client raw the lean
+client of bench/raw_http.py; one thread per device). Every
 upload goes through the whole path: bearer-token auth, Ed25519 verification, hash chain check,
 blob store write, database commit, access-log row, uvicorn access log.
 
@@ -64,6 +65,7 @@ import numpy as np  # noqa: E402
 
 from bench._audio import speech_like  # noqa: E402
 from bench._meta import load_average, revision  # noqa: E402
+from bench.raw_http import RawClient, RawHTTPError  # noqa: E402
 from consent.catalogue import builtin_notices, pick  # noqa: E402
 from consent.records import ConsentRecord  # noqa: E402
 from evidence import audio, wire  # noqa: E402
@@ -476,8 +478,12 @@ class Measurement:
         return self.bytes_sent / self.seconds / 1e6 if self.seconds else 0.0
 
 
+CLIENTS = ("httpx", "raw")  # --client: httpx, or bench.raw_http's lean keep-alive client
+
+
 def _device_thread(
     url: str,
+    client_kind: str,
     uploads: list[Upload],
     cycle: bool,
     warmup: int,
@@ -487,7 +493,7 @@ def _device_thread(
     out: DeviceRun,
 ) -> None:
     """Send `warmup` uploads, wait for the start, then upload until the deadline (or the chain runs out)."""
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60) if client_kind == "httpx" else RawClient(url, 60) as client:
 
         def send(k: int) -> int:
             """Upload number k; its size, or -1 if it was refused (the chain is then broken)."""
@@ -495,7 +501,7 @@ def _device_thread(
             path = f"{up.path.rsplit('/', 1)[0]}/{k}" if cycle else up.path
             try:
                 reply = client.put(path, content=up.body, headers=up.headers)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, RawHTTPError) as exc:
                 out.errors.append(f"{path}: {exc!r}")
                 return -1
             if reply.status_code != 201:
@@ -531,6 +537,7 @@ def measure(
     warmup: int,
     seconds: float,
     monitors: dict[str, Callable[[], dict[int, float]]] | None = None,
+    client: str = "httpx",
 ) -> Measurement:
     n, monitors = len(per_device), monitors or {}
     runs = [DeviceRun() for _ in range(n)]
@@ -538,7 +545,7 @@ def measure(
     clock: dict[str, float] = {}
     threads = [
         threading.Thread(
-            target=_device_thread, args=(server.url, ups, cycle, warmup, ready, go, clock, run), daemon=True
+            target=_device_thread, args=(server.url, client, ups, cycle, warmup, ready, go, clock, run), daemon=True
         )
         for ups, run in zip(per_device, runs, strict=True)
     ]
@@ -693,6 +700,13 @@ def main() -> None:
         "--max-precompute-mb", type=int, default=1500, help="memory cap for precomputed envelopes (default 1500)"
     )
     parser.add_argument("--audio", choices=["auto", "espeak", "noise"], default="auto", help="test audio source")
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="httpx",
+        help="the devices' HTTP client: httpx (default), or raw, a lean keep-alive client (bench/raw_http.py)"
+        " that leaves the server more of the shared cores",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary data dirs (default /tmp)")
     parser.add_argument(
         "--keep", action="store_true", help="keep the data dirs and server logs (databases are dropped)"
@@ -706,7 +720,7 @@ def main() -> None:
         f"  loopback 127.0.0.1, backends {','.join(args.backends)}, uvicorn workers "
         f"{','.join(map(str, args.workers))} (baseline: the same count), devices {','.join(map(str, args.devices))}, "
         f"{args.seconds:g} s timed per measurement (+{args.warmup} warm-up uploads per device), "
-        f"{os.cpu_count()} CPUs shared by client, servers, moto and PostgreSQL"
+        f"{os.cpu_count()} CPUs shared by client ({args.client}), servers, moto and PostgreSQL"
     )
     print(f"  code: {revision()}; load average now {load_at_start}")
 
@@ -767,7 +781,9 @@ def main() -> None:
                     if b is None:
                         # Baseline: the same bodies and headers (a real chain), cycled; it checks nothing.
                         pool = build_chain(new_recording(nobody, args.segment_seconds), POOL, plaintexts)
-                        b = baselines[n] = measure(base, "baseline", [pool] * n, True, args.warmup, args.seconds)
+                        b = baselines[n] = measure(
+                            base, "baseline", [pool] * n, True, args.warmup, args.seconds, client=args.client
+                        )
                         print(
                             f"  w={workers} n={n:<3} baseline     {b.rate:8.1f} uploads/s  p50 {b.p50_ms:6.1f} ms"
                             f"  p95 {b.p95_ms:6.1f} ms"
@@ -784,7 +800,9 @@ def main() -> None:
                     t = time.perf_counter()
                     chains = [build_chain(rec, per_device, plaintexts) for rec in recs]
                     prep = time.perf_counter() - t
-                    c = measure(cs, backend.name, chains, False, args.warmup, args.seconds, backend.monitors())
+                    c = measure(
+                        cs, backend.name, chains, False, args.warmup, args.seconds, backend.monitors(), args.client
+                    )
                     del chains
                     others = "".join(f"  {k} CPU {v:.2f} ms/upload" for k, v in c.other_cpu_ms.items())
                     print(

@@ -7,7 +7,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid.startswith(BACKEND_INDEPENDENT):
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the threads, left by tests, that will keep this process from exiting once the run is over.
+
+    The interpreter waits for every non-daemon thread at exit (a thread pool's busy workers too),
+    so such a thread turns a finished run into a hang; scripts/test-both.sh stops that pass after
+    its EXIT_GRACE, and this says beforehand which thread it was and where it waits.
+    """
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        if thread is threading.main_thread() or thread.daemon or frame is None:
+            continue
+        stack = traceback.extract_stack(frame)
+        if stack[-1].name == "_worker" and stack[-1].filename.endswith(
+            os.path.join("concurrent", "futures", "thread.py")
+        ):
+            continue  # an idle pool worker: it is woken and ends at exit
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack[-4:]))
+        terminalreporter.write_line(f"thread {thread.name!r} still running, so this process cannot exit: {where}")
 
 
 @pytest.fixture(autouse=True)
