@@ -537,8 +537,8 @@ def measure(
     cycle: bool,
     warmup: int,
     seconds: float,
-    monitors: dict[str, Callable[[], dict[int, float]]] | None = None,
-    client: str = "httpx",
+    monitors: dict[str, Callable[[], dict[int, float]]] | None,
+    client: str,
 ) -> Measurement:
     n, monitors = len(per_device), monitors or {}
     runs = [DeviceRun() for _ in range(n)]
@@ -783,7 +783,7 @@ def main() -> None:
                         # Baseline: the same bodies and headers (a real chain), cycled; it checks nothing.
                         pool = build_chain(new_recording(nobody, args.segment_seconds), POOL, plaintexts)
                         b = baselines[n] = measure(
-                            base, "baseline", [pool] * n, True, args.warmup, args.seconds, client=args.client
+                            base, "baseline", [pool] * n, True, args.warmup, args.seconds, None, args.client
                         )
                         print(
                             f"  w={workers} n={n:<3} baseline     {b.rate:8.1f} uploads/s  p50 {b.p50_ms:6.1f} ms"

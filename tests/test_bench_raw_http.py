@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from bench.ingest import Server
 from bench.raw_http import RawClient, RawHTTPError
-from tests.conftest import REPO, free_port
+from tests.conftest import free_port
 from tests.support.backends import POSTGRES_S3
 
 pytestmark = pytest.mark.skipif(
@@ -24,27 +22,16 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """bench/baseline_app.py under uvicorn, as bench.ingest runs it: it stores each PUT body in a file."""
+    """bench/baseline_app.py under uvicorn, started as bench.ingest starts it: it stores each PUT body in a file."""
     folder = tmp_path_factory.mktemp("baseline")
     port = free_port()
     argv = [sys.executable, "-m", "bench.baseline_app", "--dir", str(folder / "bodies"), "--port", str(port)]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server = Server("baseline", argv, port, folder / "baseline.log")
+    server.start("/")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "the baseline server exited"
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the baseline server did not answer in 30 s"
-            time.sleep(0.1)
-        yield url, folder / "bodies"
+        yield server.url, folder / "bodies"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 def test_puts_reach_uvicorn_whole_over_one_kept_connection(baseline: tuple[str, Path]) -> None:
